@@ -1,0 +1,139 @@
+"""The model-request activity: one Messages API call per activity, Temporal owning retries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.heartbeat import heartbeating
+from managed_agents.logging import get_logger
+from managed_agents.models.activity_io import (
+    ModelRequestInput,
+    ModelRequestResult,
+    ModelRetryNotice,
+    RegisterSessionInput,
+    RegisterSessionResult,
+)
+from managed_agents.models.agent import AgentDefinition
+from managed_agents.models.session import CacheCreationUsage, RequestUsage
+from managed_agents.pricing import cost_nanos
+from managed_agents.prompt import build_request, next_cleared_before
+from managed_agents.retry import classify_model_error
+from managed_agents.store import SessionStore
+
+#: Builds the Anthropic client for a model name. The default reads ANTHROPIC_API_KEY and
+#: ANTHROPIC_BASE_URL from the worker's environment: credentials never enter workflow history.
+ModelClientFactory = Callable[[str], anthropic.AsyncAnthropic]
+
+RETRY_SIGNAL = "model_request_retrying"
+
+log = get_logger("managed_agents.model")
+
+
+def default_client_factory() -> ModelClientFactory:
+    client = anthropic.AsyncAnthropic(max_retries=0)
+    return lambda _model: client
+
+
+class ModelActivities:
+    def __init__(self, store: SessionStore, client_factory: ModelClientFactory | None = None) -> None:
+        self.store = store
+        self.client_factory = client_factory or default_client_factory()
+        self._agents: dict[str, AgentDefinition] = {}
+
+    @activity.defn(name="managed_agents.register_session")
+    async def register_session(self, inp: RegisterSessionInput) -> RegisterSessionResult:
+        ref = await asyncio.to_thread(self.store.put_agent, inp.agent)
+        return RegisterSessionResult(agent_ref=ref)
+
+    @activity.defn(name="managed_agents.model_request")
+    async def model_request(self, inp: ModelRequestInput) -> ModelRequestResult:
+        info = activity.info()
+        bound = log.bind(session_id=inp.session_id, step=inp.step, activity="model_request", attempt=info.attempt)
+        agent = await self._agent(inp.agent_ref)
+        new = [await asyncio.to_thread(self.store.resolve_refs, inp.session_id, m.model_dump()) for m in inp.new_messages]
+        await asyncio.to_thread(
+            self.store.write_messages, inp.session_id, inp.transcript_len, new, step=inp.step, attempt=info.attempt
+        )
+        length = inp.transcript_len + len(new)
+        messages = await asyncio.to_thread(self.store.read_transcript, inp.session_id, length)
+        cleared = next_cleared_before(messages, inp.cleared_before, inp.context_window_tokens)
+        request = build_request(agent, messages, max_tokens=inp.max_tokens, cleared_before=cleared)
+        bound.info("model request", model=inp.model, messages=length)
+        try:
+            async with heartbeating(), self.client_factory(inp.model).messages.stream(**request) as stream:
+                async for _event in stream:
+                    pass
+                message = await stream.get_final_message()
+        except Exception as err:
+            failure = classify_model_error(err)
+            bound.warning("model request failed", error_type=failure.type, error=str(failure))
+            if not failure.non_retryable and info.attempt < inp.max_attempts:
+                await self._notify_retry(inp.session_id, info.attempt, failure)
+            raise failure from err
+        content: list[dict[str, Any]] = [block.model_dump(mode="json", exclude_none=True) for block in message.content]
+        await asyncio.to_thread(
+            self.store.write_messages,
+            inp.session_id,
+            length,
+            [{"role": "assistant", "content": content}],
+            step=inp.step,
+            attempt=info.attempt,
+        )
+        usage = _usage(message.usage)
+        bound.info("model response", stop_reason=message.stop_reason, output_tokens=usage.output_tokens)
+        return ModelRequestResult(
+            message_id=message.id,
+            model=message.model,
+            content=content,
+            stop_reason=message.stop_reason,
+            usage=usage,
+            cost_nanos=cost_nanos(inp.model, usage),
+            transcript_len=length + 1,
+            cleared_before=cleared,
+        )
+
+    async def _agent(self, ref: str) -> AgentDefinition:
+        agent = self._agents.get(ref)
+        if agent is None:
+            try:
+                body = await asyncio.to_thread(self.store.get_agent, ref)
+            except KeyError as err:
+                raise ApplicationError(str(err), type="AgentDefinitionMissing") from err
+            agent = self._agents[ref] = AgentDefinition.model_validate(body)
+        return agent
+
+    async def _notify_retry(self, session_id: str, attempt: int, failure: ApplicationError) -> None:
+        details = failure.details[0] if failure.details else {}
+        notice = ModelRetryNotice(
+            attempt=attempt,
+            error_type=failure.type or "unknown_error",
+            message=str(details.get("message", failure.message)) if isinstance(details, dict) else failure.message,
+            status_code=details.get("status_code") if isinstance(details, dict) else None,
+            retry_in_seconds=failure.next_retry_delay.total_seconds() if failure.next_retry_delay else None,
+        )
+        try:
+            await activity.client().get_workflow_handle(session_id).signal(RETRY_SIGNAL, notice)
+        except Exception as err:  # the notice is informational; the retry happens regardless
+            log.warning("could not notify session of retry", session_id=session_id, error=str(err))
+
+
+def _usage(usage: anthropic.types.Usage) -> RequestUsage:
+    cache_creation = CacheCreationUsage()
+    if usage.cache_creation is not None:
+        cache_creation = CacheCreationUsage(
+            ephemeral_5m_input_tokens=usage.cache_creation.ephemeral_5m_input_tokens or 0,
+            ephemeral_1h_input_tokens=usage.cache_creation.ephemeral_1h_input_tokens or 0,
+        )
+    return RequestUsage(
+        input_tokens=usage.input_tokens or 0,
+        output_tokens=usage.output_tokens or 0,
+        cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+        cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+        cache_creation=cache_creation,
+    )

@@ -1,0 +1,93 @@
+"""Sandbox activities: provision a session's workspace and run the built-in tools in it.
+
+A session's workspace lives on one sandbox worker. ``provision`` runs on the shared sandbox queue
+(any sandbox worker may take a new session) and answers with that worker's private queue; every
+tool call of the session is then sent there, so it reaches the worker that holds the files even
+when several sandbox workers run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+from temporalio import activity
+
+from managed_agents.config import sandbox_private_queue
+from managed_agents.logging import get_logger
+from managed_agents.models.activity_io import (
+    ProvisionSandboxInput,
+    ProvisionSandboxResult,
+    ToolCallInput,
+    ToolCallResult,
+)
+from managed_agents.sandbox.tools import TOOL_NAMES, ToolLimits, run_tool
+from managed_agents.store import SessionStore
+
+log = get_logger("managed_agents.sandbox")
+
+_SAFE_SESSION_ID = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+
+
+def tool_activity_name(tool: str) -> str:
+    return f"managed_agents.tool.{tool}"
+
+
+class SandboxActivities:
+    def __init__(
+        self,
+        *,
+        workspace_root: Path,
+        store: SessionStore,
+        task_queue: str,
+        sandbox_id: str,
+        limits: ToolLimits | None = None,
+    ) -> None:
+        self.workspace_root = workspace_root
+        self.store = store
+        self.task_queue = task_queue
+        self.sandbox_id = sandbox_id
+        self.limits = limits or ToolLimits()
+
+    def workspace(self, session_id: str) -> Path:
+        if not _SAFE_SESSION_ID.match(session_id) or session_id in (".", ".."):
+            raise ValueError(f"session id {session_id!r} cannot name a workspace directory")
+        return self.workspace_root / session_id
+
+    @activity.defn(name="managed_agents.sandbox.provision")
+    async def provision(self, inp: ProvisionSandboxInput) -> ProvisionSandboxResult:
+        workspace = self.workspace(inp.session_id)
+        workspace.mkdir(parents=True, exist_ok=True)
+        log.info("workspace ready", session_id=inp.session_id, workspace=str(workspace), sandbox_id=self.sandbox_id)
+        return ProvisionSandboxResult(
+            task_queue=sandbox_private_queue(self.task_queue, self.sandbox_id), sandbox_id=self.sandbox_id
+        )
+
+    def activities(self) -> list[object]:
+        return [self.provision, *[self._tool_activity(name) for name in TOOL_NAMES]]
+
+    def _tool_activity(self, tool: str) -> object:
+        @activity.defn(name=tool_activity_name(tool))
+        async def run(inp: ToolCallInput) -> ToolCallResult:
+            return await self._run(tool, inp)
+
+        return run
+
+    async def _run(self, tool: str, inp: ToolCallInput) -> ToolCallResult:
+        info = activity.info()
+        bound = log.bind(session_id=inp.session_id, activity=f"tool.{tool}", tool_use_id=inp.tool_use_id)
+        workspace = self.workspace(inp.session_id)
+        if not workspace.is_dir():
+            result = ToolCallResult(
+                content=[{"type": "text", "text": "the session's workspace is gone from this sandbox"}],
+                is_error=True,
+            )
+        else:
+            outcome = await run_tool(workspace, tool, inp.input, self.limits, on_progress=activity.heartbeat)
+            result = ToolCallResult(content=outcome.content, is_error=outcome.is_error)
+        await asyncio.to_thread(
+            self.store.put_tool_result, inp.session_id, inp.tool_use_id, result.content, result.is_error, info.attempt
+        )
+        bound.info("tool finished", is_error=result.is_error)
+        return result

@@ -1,0 +1,86 @@
+"""Worker configuration, validated, from flags and the environment.
+
+Temporal's own connection settings use Temporal's standard names (``TEMPORAL_ADDRESS``,
+``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, TLS, and the ``temporal.toml`` profiles) through
+``temporalio.envconfig``; Anthropic's come from ``ANTHROPIC_API_KEY`` / ``ANTHROPIC_BASE_URL``,
+read by the SDK on the worker so they never enter workflow history. The rest are
+``MANAGED_AGENTS_*`` variables or ``worker.py`` flags.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TASK_QUEUE = "managed-agents"
+
+WorkerRole = Literal["all", "brain", "sandbox"]
+
+
+def sandbox_shared_queue(task_queue: str) -> str:
+    """Queue on which any sandbox worker provisions a new session's workspace."""
+    return f"{task_queue}-sandbox"
+
+
+def sandbox_private_queue(task_queue: str, sandbox_id: str) -> str:
+    """Queue served only by one sandbox worker: tool calls of its sessions go here."""
+    return f"{task_queue}-sandbox-{sandbox_id}"
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MANAGED_AGENTS_", extra="ignore")
+
+    task_queue: str = Field(DEFAULT_TASK_QUEUE, min_length=1)
+    role: WorkerRole = "all"
+    data_dir: Path = Path(".managed-agents")
+    store_url: str | None = Field(
+        None, description="SQLAlchemy URL of the session log store (default: SQLite in data_dir)"
+    )
+    workspace_root: Path | None = Field(None, description="Where session workspaces live (default: data_dir/workspaces)")
+    sandbox_id: str = Field(default_factory=lambda: socket.gethostname(), min_length=1, max_length=100)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+    max_concurrent_activities: int = Field(100, ge=1)
+    max_concurrent_workflow_tasks: int = Field(100, ge=1)
+
+    @field_validator("store_url")
+    @classmethod
+    def _supported_store(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// SQLAlchemy URL")
+        return url
+
+    @field_validator("sandbox_id")
+    @classmethod
+    def _queue_safe(cls, sandbox_id: str) -> str:
+        if not all(c.isalnum() or c in "-_." for c in sandbox_id):
+            raise ValueError("may hold only letters, digits, '-', '_' and '.'")
+        return sandbox_id
+
+    def resolved_store_url(self) -> str:
+        if self.store_url:
+            return self.store_url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{(self.data_dir / 'sessions.db').resolve()}"
+
+    def resolved_workspace_root(self) -> Path:
+        root = self.workspace_root or self.data_dir / "workspaces"
+        root.mkdir(parents=True, exist_ok=True)
+        return root.resolve()
+
+
+def temporal_connect_config(address: str | None = None, namespace: str | None = None) -> dict[str, Any]:
+    """Temporal client settings from the standard env vars / config file, with flag overrides."""
+    from temporalio.envconfig import ClientConfig
+
+    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    config.setdefault("target_host", "localhost:7233")
+    if address:
+        config["target_host"] = address
+    if namespace:
+        config["namespace"] = namespace
+    return config

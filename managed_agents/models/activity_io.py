@@ -1,0 +1,87 @@
+"""Typed inputs and results of the activities: what crosses Temporal's history.
+
+These are durable contracts (recorded histories replay against them), so fields are only ever
+added with defaults. They carry references and new content only, never the whole transcript:
+history grows with each step's new content, not with the conversation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from managed_agents.models.session import RequestUsage
+
+
+class TranscriptMessage(BaseModel):
+    """A Messages API message. A user message may hold ``{"type": "tool_result_ref",
+    "tool_use_id": ...}`` blocks: the model activity replaces them with the tool result the sandbox
+    stored, so a tool's output crosses history once (as the tool activity's result)."""
+
+    role: Literal["user", "assistant"]
+    content: list[dict[str, Any]]
+
+
+class RegisterSessionInput(BaseModel):
+    session_id: str
+    agent: dict[str, Any]
+
+
+class RegisterSessionResult(BaseModel):
+    agent_ref: str = Field(description="Content hash of the stored agent definition")
+
+
+class ModelRequestInput(BaseModel):
+    session_id: str
+    agent_ref: str
+    model: str
+    max_tokens: int
+    step: int = Field(description="Session-wide model request counter; fences late writes of lost attempts")
+    transcript_len: int = Field(description="Messages [0, transcript_len) are committed in the session log")
+    new_messages: list[TranscriptMessage] = Field(default_factory=list)
+    context_window_tokens: int
+    cleared_before: int = Field(0, description="Tool results in messages before this index are cleared")
+    max_attempts: int = Field(description="Retries signal the session unless this attempt is the last one")
+
+
+class ModelRequestResult(BaseModel):
+    message_id: str
+    model: str
+    content: list[dict[str, Any]]
+    stop_reason: str | None
+    usage: RequestUsage
+    cost_nanos: int | None = Field(description="List cost in billionths of a USD; None when the model has no price")
+    transcript_len: int
+    cleared_before: int
+
+
+class ModelRetryNotice(BaseModel):
+    """Sent by the model activity to its session (a signal) before Temporal retries it."""
+
+    attempt: int
+    error_type: str
+    message: str
+    status_code: int | None = None
+    retry_in_seconds: float | None = None
+
+
+class ProvisionSandboxInput(BaseModel):
+    session_id: str
+
+
+class ProvisionSandboxResult(BaseModel):
+    task_queue: str = Field(description="Queue served only by the sandbox worker holding the workspace")
+    sandbox_id: str
+
+
+class ToolCallInput(BaseModel):
+    session_id: str
+    tool_use_id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ToolCallResult(BaseModel):
+    content: list[dict[str, Any]]
+    is_error: bool = False

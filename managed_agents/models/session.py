@@ -1,0 +1,166 @@
+"""The ``AgentSession`` workflow's input and the session object it returns.
+
+Input is shaped like the body of ``client.beta.sessions.create``; ``agent`` is an inline agent
+definition. ``options`` holds this engine's own settings (keep-alive, timeouts), kept apart so the
+rest stays the API's shape.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from managed_agents.models.agent import AgentDefinition, StrictModel
+from managed_agents.models.events import InitialEvent, StopReason
+
+
+class MonetaryAmount(StrictModel):
+    amount: str = Field(pattern=r"^(0|[1-9][0-9]*)$", description='Minor units: "2500" is $25.00')
+    currency: Literal["USD"] = "USD"
+
+
+class BudgetLimit(StrictModel):
+    type: Literal["limit"]
+    max_list_cost: MonetaryAmount
+
+
+class AgentReference(StrictModel):
+    type: Literal["agent"] = "agent"
+    id: str
+    version: int | None = None
+
+
+class SessionOptions(StrictModel):
+    """Engine settings that Managed Agents keeps server-side."""
+
+    keep_alive: bool = Field(
+        default=False,
+        description="Keep the workflow open when the session idles with end_turn, waiting for more events.",
+    )
+    max_tokens: int = Field(default=8192, ge=1, le=128_000, description="max_tokens of each model request")
+    model_request_timeout_seconds: float = Field(default=600, gt=0, le=3600)
+    heartbeat_timeout_seconds: float = Field(
+        default=15, gt=0, le=600, description="A worker lost mid-request is detected within this time."
+    )
+    max_model_attempts: int = Field(default=8, ge=1, le=100)
+    max_tool_attempts: int = Field(default=3, ge=1, le=20)
+    sandbox_schedule_to_start_seconds: float = Field(
+        default=120, gt=0, description="How long a tool call waits for the session's sandbox worker."
+    )
+    context_window_tokens: int = Field(
+        default=150_000,
+        ge=1000,
+        description="Estimated prompt size above which the oldest tool results are cleared from context.",
+    )
+    max_steps_per_turn: int = Field(default=500, ge=1, description="Tool-use rounds before a turn is stopped.")
+
+
+class SessionCreateParams(StrictModel):
+    agent: AgentDefinition | AgentReference | str
+    environment_id: str = "env_local"
+    budget: BudgetLimit | None = None
+    initial_events: list[InitialEvent] = Field(default_factory=list, max_length=50)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    resources: list[dict[str, Any]] = Field(default_factory=list)
+    title: str | None = None
+    vault_ids: list[str] = Field(default_factory=list)
+    options: SessionOptions = Field(default_factory=SessionOptions)
+
+    @field_validator("agent")
+    @classmethod
+    def _inline_agent_only(cls, agent: AgentDefinition | AgentReference | str) -> AgentDefinition:
+        if not isinstance(agent, AgentDefinition):
+            raise ValueError(
+                "stored agents are not supported yet: pass an inline agent definition "
+                '({"name": ..., "model": ..., "system": ..., "tools": [...]})'
+            )
+        return agent
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, metadata: dict[str, str]) -> dict[str, str]:
+        if len(metadata) > 16:
+            raise ValueError("at most 16 pairs")
+        for key, value in metadata.items():
+            if len(key) > 64:
+                raise ValueError(f"key {key[:20]!r}... is longer than 64 characters")
+            if len(value) > 512:
+                raise ValueError(f"value of {key!r} is longer than 512 characters")
+        return metadata
+
+    @model_validator(mode="after")
+    def _supported(self) -> SessionCreateParams:
+        if self.resources:
+            raise ValueError("resources are not supported by this engine yet")
+        if self.vault_ids:
+            raise ValueError("vault_ids are not supported by this engine yet")
+        if any(e.type == "user.define_outcome" for e in self.initial_events):
+            raise ValueError("initial_events: user.define_outcome (outcomes) is not supported by this engine yet")
+        return self
+
+    @property
+    def agent_definition(self) -> AgentDefinition:
+        assert isinstance(self.agent, AgentDefinition)
+        return self.agent
+
+
+class CacheCreationUsage(BaseModel):
+    ephemeral_5m_input_tokens: int = 0
+    ephemeral_1h_input_tokens: int = 0
+
+
+class RequestUsage(BaseModel):
+    """Token usage of one model request (``span.model_request_end.model_usage``)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_creation: CacheCreationUsage = Field(default_factory=CacheCreationUsage)
+
+
+class SessionUsage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation: CacheCreationUsage = Field(default_factory=CacheCreationUsage)
+    list_cost: MonetaryAmount | None = None
+
+    def add(self, usage: RequestUsage) -> None:
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cache_read_input_tokens += usage.cache_read_input_tokens
+        self.cache_creation.ephemeral_5m_input_tokens += usage.cache_creation.ephemeral_5m_input_tokens
+        self.cache_creation.ephemeral_1h_input_tokens += usage.cache_creation.ephemeral_1h_input_tokens
+
+
+class SessionStats(BaseModel):
+    active_seconds: float = 0.0
+    duration_seconds: float = 0.0
+
+
+class SessionObject(BaseModel):
+    """The session, as ``client.beta.sessions.retrieve`` shows it, plus a few engine fields."""
+
+    id: str
+    type: Literal["session"] = "session"
+    status: Literal["rescheduling", "running", "idle", "terminated"]
+    agent: dict[str, Any]
+    environment_id: str
+    title: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    budget: BudgetLimit | None = None
+    usage: SessionUsage
+    stats: SessionStats
+    outcome_evaluations: list[dict[str, Any]] = Field(default_factory=list)
+    resources: list[dict[str, Any]] = Field(default_factory=list)
+    vault_ids: list[str] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+    archived_at: datetime | None = None
+    # Engine additions: what a caller of `temporal workflow execute` wants to read first.
+    stop_reason: StopReason | None = None
+    final_message: str | None = Field(default=None, description="Text of the last agent.message")
+    event_count: int = 0

@@ -1,0 +1,107 @@
+"""Deterministic Messages API requests, with prompt-cache breakpoints and context clearing.
+
+The same transcript always yields byte-identical requests (across retries, workers and
+continue-as-new), so Anthropic's prompt cache keeps hitting:
+
+* breakpoint 1: the last tool definition (tools rarely change);
+* breakpoint 2: the system prompt;
+* breakpoint 3: the last block of the last message, which moves forward each step: the next step's
+  request starts with exactly this prefix and reads it from the cache.
+
+Context clearing keeps long sessions inside the model's window: once the estimated prompt passes
+``context_window_tokens``, the oldest tool results are replaced by a short placeholder, in one
+jump down to half the window. The boundary (``cleared_before``) only moves forward and only when the
+window overflows, so the cached prefix is invalidated rarely, not every step.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from managed_agents.models.agent import AgentDefinition, CustomTool
+from managed_agents.sandbox.tools import tool_definitions
+
+CACHE = {"type": "ephemeral"}
+CLEARED_TOOL_RESULT = [
+    {"type": "text", "text": "[older tool result cleared to save context; run the tool again if it is needed]"}
+]
+
+
+def estimate_tokens(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False)) // 4 + 1
+
+
+def tools_for(agent: AgentDefinition) -> list[dict[str, Any]]:
+    enabled_builtin = [t.name for t in agent.resolved_tools() if t.kind == "builtin" and t.enabled]
+    tools = tool_definitions(enabled_builtin)
+    for tool in agent.tools:
+        if isinstance(tool, CustomTool):
+            tools.append(
+                {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "input_schema": tool.input_schema.model_dump(exclude_none=True),
+                }
+            )
+    return tools
+
+
+def next_cleared_before(messages: list[dict[str, Any]], cleared_before: int, window: int) -> int:
+    """Where clearing should start from now on; unchanged while the prompt fits the window."""
+    sizes = [estimate_tokens(_cleared(m) if i < cleared_before else m) for i, m in enumerate(messages)]
+    total = sum(sizes)
+    if total <= window:
+        return cleared_before
+    target = window // 2
+    boundary = cleared_before
+    # Never clear the newest exchange: the model needs the results it just asked for.
+    while total > target and boundary < len(messages) - 2:
+        saved = sizes[boundary] - estimate_tokens(_cleared(messages[boundary]))
+        total -= saved
+        boundary += 1
+    return boundary
+
+
+def build_request(
+    agent: AgentDefinition,
+    messages: list[dict[str, Any]],
+    *,
+    max_tokens: int,
+    cleared_before: int,
+) -> dict[str, Any]:
+    request: dict[str, Any] = {"model": agent.model_id, "max_tokens": max_tokens}
+    tools = tools_for(agent)
+    if tools:
+        tools = copy.deepcopy(tools)
+        tools[-1]["cache_control"] = CACHE
+        request["tools"] = tools
+    if agent.system:
+        request["system"] = [{"type": "text", "text": agent.system, "cache_control": CACHE}]
+    out = [_cleared(m) if i < cleared_before else m for i, m in enumerate(messages)]
+    if out:
+        last = copy.deepcopy(out[-1])
+        for block in reversed(last["content"]):
+            if block.get("type") not in ("thinking", "redacted_thinking"):
+                block["cache_control"] = CACHE
+                break
+        out[-1] = last
+    request["messages"] = out
+    return request
+
+
+def _cleared(message: dict[str, Any]) -> dict[str, Any]:
+    if message["role"] != "user" or not any(b.get("type") == "tool_result" for b in message["content"]):
+        return message
+    content = [
+        {**b, "content": CLEARED_TOOL_RESULT} if b.get("type") == "tool_result" else b for b in message["content"]
+    ]
+    return {"role": message["role"], "content": content}
+
+
+def order_user_blocks(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool results first, then everything else: the Messages API requires that order."""
+    results = [b for b in blocks if b.get("type") in ("tool_result", "tool_result_ref")]
+    rest = [b for b in blocks if b.get("type") not in ("tool_result", "tool_result_ref")]
+    return results + rest

@@ -1,0 +1,258 @@
+"""The session log store: transcript messages, tool results and agent definitions.
+
+Temporal history carries control flow and small references; the bodies a model request needs live
+here, keyed by session and position. SQLite (a file) by default, PostgreSQL when workers on several
+hosts share it: one SQLAlchemy URL chooses.
+
+Writes are idempotent and fenced: every row records the ``(step, attempt)`` that wrote it and is
+only replaced by a write from the same or a later step/attempt. An activity attempt that Temporal
+gave up on (its worker was presumed lost) and that wakes up late can therefore never overwrite what
+a later attempt committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+agent_definitions = sa.Table(
+    "agent_definitions",
+    metadata,
+    sa.Column("ref", sa.String(64), primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),
+)
+
+transcript_messages = sa.Table(
+    "transcript_messages",
+    metadata,
+    sa.Column("session_id", sa.String(255), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("sha", sa.String(64), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+)
+
+tool_results = sa.Table(
+    "tool_results",
+    metadata,
+    sa.Column("session_id", sa.String(255), primary_key=True),
+    sa.Column("tool_use_id", sa.String(255), primary_key=True),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("is_error", sa.Boolean, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+)
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class TranscriptGapError(RuntimeError):
+    """The store lacks a message the workflow says is committed (wrong store URL for this worker?)."""
+
+
+class MissingToolResultError(RuntimeError):
+    """A tool result the workflow references was never stored (the sandbox cannot reach this store?)."""
+
+
+class SessionStore:
+    """Synchronous store; activities call it through ``asyncio.to_thread``."""
+
+    def __init__(self, url: str, *, cache_entries: int = 50_000) -> None:
+        self.url = url
+        self.engine: Engine = sa.create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+        # Parsed message bodies by content hash: a step re-reads only what it has not seen.
+        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._cache_entries = cache_entries
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- agent definitions ----------------------------------------------------------------------
+
+    def put_agent(self, agent: dict[str, Any]) -> str:
+        body = canonical_json(agent)
+        ref = sha256(body)
+        with self.engine.begin() as conn:
+            conn.execute(self._upsert(agent_definitions, {"ref": ref, "body": body}, ["ref"], None))
+        return ref
+
+    def get_agent(self, ref: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            body = conn.execute(
+                sa.select(agent_definitions.c.body).where(agent_definitions.c.ref == ref)
+            ).scalar_one_or_none()
+        if body is None:
+            raise KeyError(f"agent definition {ref} is not in the store at {self._safe_url()}")
+        loaded: dict[str, Any] = json.loads(body)
+        return loaded
+
+    # --- tool results ---------------------------------------------------------------------------
+
+    def put_tool_result(
+        self, session_id: str, tool_use_id: str, content: list[dict[str, Any]], is_error: bool, attempt: int
+    ) -> None:
+        row = {
+            "session_id": session_id,
+            "tool_use_id": tool_use_id,
+            "content": canonical_json(content),
+            "is_error": is_error,
+            "attempt": attempt,
+        }
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._upsert(tool_results, row, ["session_id", "tool_use_id"], lambda t, new: new.attempt >= t.attempt)
+            )
+
+    def _tool_results(self, session_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(tool_results.c.tool_use_id, tool_results.c.content, tool_results.c.is_error).where(
+                    tool_results.c.session_id == session_id, tool_results.c.tool_use_id.in_(ids)
+                )
+            ).all()
+        return {
+            r.tool_use_id: {
+                "type": "tool_result",
+                "tool_use_id": r.tool_use_id,
+                "content": json.loads(r.content),
+                "is_error": bool(r.is_error),
+            }
+            for r in rows
+        }
+
+    # --- transcript -----------------------------------------------------------------------------
+
+    def resolve_refs(self, session_id: str, message: dict[str, Any]) -> dict[str, Any]:
+        """Replace ``tool_result_ref`` blocks with the stored tool results."""
+        ref_ids = [b["tool_use_id"] for b in message["content"] if b.get("type") == "tool_result_ref"]
+        if not ref_ids:
+            return message
+        found = self._tool_results(session_id, ref_ids)
+        missing = [i for i in ref_ids if i not in found]
+        if missing:
+            raise MissingToolResultError(
+                f"session {session_id}: no stored result for tool_use_id {', '.join(missing)} "
+                f"in {self._safe_url()}; sandbox workers must share the brain's store URL"
+            )
+        content = [found[b["tool_use_id"]] if b.get("type") == "tool_result_ref" else b for b in message["content"]]
+        return {"role": message["role"], "content": content}
+
+    def write_messages(
+        self, session_id: str, start: int, messages: list[dict[str, Any]], *, step: int, attempt: int
+    ) -> None:
+        if not messages:
+            return
+        with self.engine.begin() as conn:
+            for offset, message in enumerate(messages):
+                body = canonical_json(message["content"])
+                row = {
+                    "session_id": session_id,
+                    "idx": start + offset,
+                    "role": message["role"],
+                    "content": body,
+                    "sha": sha256(message["role"] + body),
+                    "step": step,
+                    "attempt": attempt,
+                }
+                conn.execute(
+                    self._upsert(
+                        transcript_messages,
+                        row,
+                        ["session_id", "idx"],
+                        lambda t, new: sa.or_(
+                            new.step > t.step, sa.and_(new.step == t.step, new.attempt >= t.attempt)
+                        ),
+                    )
+                )
+
+    def read_transcript(self, session_id: str, length: int) -> list[dict[str, Any]]:
+        """Messages ``[0, length)``; bodies come from the in-process cache when their hash matches."""
+        with self.engine.connect() as conn:
+            index = conn.execute(
+                sa.select(transcript_messages.c.idx, transcript_messages.c.sha)
+                .where(transcript_messages.c.session_id == session_id, transcript_messages.c.idx < length)
+                .order_by(transcript_messages.c.idx)
+            ).all()
+            if len(index) != length or any(row.idx != i for i, row in enumerate(index)):
+                raise TranscriptGapError(
+                    f"session {session_id}: expected {length} transcript messages in {self._safe_url()}, "
+                    f"found {len(index)}"
+                )
+            with self._lock:
+                missing = [row.idx for row in index if row.sha not in self._cache]
+            if missing:
+                rows = conn.execute(
+                    sa.select(
+                        transcript_messages.c.idx,
+                        transcript_messages.c.role,
+                        transcript_messages.c.content,
+                        transcript_messages.c.sha,
+                    ).where(
+                        transcript_messages.c.session_id == session_id, transcript_messages.c.idx.in_(missing)
+                    )
+                ).all()
+                with self._lock:
+                    for r in rows:
+                        self._remember(r.sha, {"role": r.role, "content": json.loads(r.content)})
+        with self._lock:
+            out = []
+            for row in index:
+                message = self._cache[row.sha]
+                self._cache.move_to_end(row.sha)
+                out.append(message)
+        return out
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _remember(self, sha: str, message: dict[str, Any]) -> None:
+        self._cache[sha] = message
+        while len(self._cache) > self._cache_entries:
+            self._cache.popitem(last=False)
+
+    def _upsert(self, table: sa.Table, row: dict[str, Any], keys: list[str], when: Any) -> Any:
+        dialect = self.engine.dialect.name
+        insert: Any
+        if dialect == "sqlite":
+            insert = sqlite.insert(table).values(**row)
+        elif dialect == "postgresql":
+            insert = postgresql.insert(table).values(**row)
+        else:  # pragma: no cover - guarded by config validation
+            raise ValueError(f"unsupported database dialect {dialect!r}: use sqlite or postgresql")
+        updates = {k: insert.excluded[k] for k in row if k not in keys}
+        if not updates or when is None:
+            return insert.on_conflict_do_nothing(index_elements=keys)
+        return insert.on_conflict_do_update(index_elements=keys, set_=updates, where=when(table.c, insert.excluded))
+
+    def _safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets a brain and a sandbox process read and write the same file concurrently.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()

@@ -1,0 +1,152 @@
+"""Build and run workers: the brain (workflows and model calls) and the hands (sandbox tools).
+
+One process runs both roles by default; ``--role brain`` or ``--role sandbox`` splits them across
+hosts. The brain needs the model API and the store; a sandbox needs its workspace root and the
+store (it writes tool results there, so a tool's output crosses Temporal history only once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Sequence
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.model import ModelActivities, ModelClientFactory
+from activities.sandbox import SandboxActivities
+from managed_agents.client import connect
+from managed_agents.config import WorkerSettings, sandbox_private_queue, sandbox_shared_queue
+from managed_agents.logging import configure_logging, get_logger
+from managed_agents.store import SessionStore
+from workflows.session import AgentSession
+
+log = get_logger("managed_agents.worker")
+
+WORKFLOWS: list[type] = [AgentSession]
+
+
+def build_workers(
+    client: Client,
+    settings: WorkerSettings,
+    *,
+    client_factory: ModelClientFactory | None = None,
+    store: SessionStore | None = None,
+) -> list[Worker]:
+    store = store or SessionStore(settings.resolved_store_url())
+    workers: list[Worker] = []
+    common = {"max_concurrent_activities": settings.max_concurrent_activities}
+    if settings.role in ("all", "brain"):
+        model = ModelActivities(store, client_factory)
+        workers.append(
+            Worker(
+                client,
+                task_queue=settings.task_queue,
+                workflows=WORKFLOWS,
+                activities=[model.register_session, model.model_request],
+                max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+                **common,  # type: ignore[arg-type]
+            )
+        )
+    if settings.role in ("all", "sandbox"):
+        sandbox = SandboxActivities(
+            workspace_root=settings.resolved_workspace_root(),
+            store=store,
+            task_queue=settings.task_queue,
+            sandbox_id=settings.sandbox_id,
+        )
+        workers.append(
+            Worker(client, task_queue=sandbox_shared_queue(settings.task_queue), activities=[sandbox.provision], **common)  # type: ignore[arg-type]
+        )
+        workers.append(
+            Worker(
+                client,
+                task_queue=sandbox_private_queue(settings.task_queue, settings.sandbox_id),
+                activities=sandbox.activities()[1:],  # type: ignore[arg-type]
+                **common,  # type: ignore[arg-type]
+            )
+        )
+    return workers
+
+
+async def run_workers(workers: Sequence[Worker], stop: asyncio.Event) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        for worker in workers:
+            await stack.enter_async_context(worker)
+        await stop.wait()
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="worker.py",
+        description="Run a managed-agents worker against any Temporal server. Temporal connection settings come "
+        "from TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE / TEMPORAL_API_KEY (or a temporal.toml profile); the model API "
+        "from ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL; everything else from MANAGED_AGENTS_* or these flags.",
+    )
+    parser.add_argument("--address", help="Temporal frontend host:port (default: $TEMPORAL_ADDRESS or localhost:7233)")
+    parser.add_argument("--namespace", help="Temporal namespace (default: $TEMPORAL_NAMESPACE or default)")
+    parser.add_argument("--task-queue", help="workflow task queue (default: managed-agents)")
+    parser.add_argument("--role", choices=["all", "brain", "sandbox"], help="which part to run (default: all)")
+    parser.add_argument("--data-dir", help="where the SQLite store and workspaces live (default: ./.managed-agents)")
+    parser.add_argument("--store-url", help="SQLAlchemy URL of the session log store (sqlite:/// or postgresql+psycopg://)")
+    parser.add_argument("--workspace-root", help="directory holding session workspaces")
+    parser.add_argument("--sandbox-id", help="stable id of this sandbox worker (default: hostname)")
+    parser.add_argument("--log-format", choices=["auto", "json", "console"])
+    parser.add_argument("--log-level")
+    return parser.parse_args(argv)
+
+
+def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
+    overrides = {
+        key: value
+        for key, value in {
+            "task_queue": args.task_queue,
+            "role": args.role,
+            "data_dir": args.data_dir,
+            "store_url": args.store_url,
+            "workspace_root": args.workspace_root,
+            "sandbox_id": args.sandbox_id,
+            "log_format": args.log_format,
+            "log_level": args.log_level,
+        }.items()
+        if value is not None
+    }
+    return WorkerSettings(**overrides)
+
+
+async def amain(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    settings = settings_from_args(args)
+    configure_logging(settings.log_format, settings.log_level)
+    if settings.role != "sandbox" and not os.environ.get("ANTHROPIC_API_KEY") and not os.environ.get("ANTHROPIC_AUTH_TOKEN"):
+        log.warning("ANTHROPIC_API_KEY is not set: model requests will fail unless ANTHROPIC_BASE_URL points at a mock")
+    client = await connect(args.address, args.namespace)
+    workers = build_workers(client, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "worker started",
+        role=settings.role,
+        task_queue=settings.task_queue,
+        sandbox_id=settings.sandbox_id,
+        temporal=client.service_client.config.target_host,
+        namespace=client.namespace,
+    )
+    await run_workers(workers, stop)
+    log.info("worker stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        asyncio.run(amain(argv))
+    except KeyboardInterrupt:
+        pass
+    # Temporal's Rust bridge threads can abort the interpreter at exit (sdk-python#300): leave hard
+    # once the workers have shut down cleanly.
+    os._exit(0)

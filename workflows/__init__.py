@@ -1,0 +1,1 @@
+"""Workflows: the deterministic "brain". No I/O here; activities do the work."""

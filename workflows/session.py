@@ -1,0 +1,655 @@
+"""``AgentSession``: one Claude Managed Agents session as a Temporal workflow.
+
+The brain: deterministic, I/O-free, replayable. Each step runs one model-request activity and then
+the tool activities the model asked for, on the sandbox worker that holds the session's workspace.
+Events go in through the ``send_events`` update and come out through the ``session`` and
+``events`` queries, named as Managed Agents names them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from managed_agents.models.activity_io import (
+        ModelRequestInput,
+        ModelRequestResult,
+        ModelRetryNotice,
+        ProvisionSandboxInput,
+        ProvisionSandboxResult,
+        RegisterSessionInput,
+        RegisterSessionResult,
+        ToolCallInput,
+        ToolCallResult,
+        TranscriptMessage,
+    )
+    from managed_agents.models.agent import ResolvedTool
+    from managed_agents.models.events import (
+        INBOUND_EVENTS,
+        EventPage,
+        SessionEvent,
+        StopReason,
+        UserCustomToolResultEvent,
+        UserInterruptEvent,
+        UserMessageEvent,
+        UserToolConfirmationEvent,
+    )
+    from managed_agents.models.session import MonetaryAmount, SessionCreateParams, SessionObject, SessionStats
+    from managed_agents.pricing import nanos_to_cents_str
+    from managed_agents.prompt import order_user_blocks
+    from workflows.payload_guard import PayloadTooLargeError, check_payload_size
+    from workflows.session_state import PendingAction, SessionState
+
+MODEL_ACTIVITY = "managed_agents.model_request"
+REGISTER_ACTIVITY = "managed_agents.register_session"
+PROVISION_ACTIVITY = "managed_agents.sandbox.provision"
+CONTINUATION_KEY = "_continuation"
+MAX_EVENT_PAGE = 1000
+MAX_UPDATE_BYTES = 1_000_000
+
+
+def event_id(session_id: str, seq: int) -> str:
+    """Deterministic and unique per session: the same on replay and across continue-as-new."""
+    return "sevt_" + hashlib.sha256(f"{session_id}:{seq}".encode()).hexdigest()[:24]
+
+
+def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
+    parts = []
+    for e in err.errors()[:5]:
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        parts.append(f"{prefix}{loc}: {e['msg']}" if loc or prefix else e["msg"])
+    more = f" (and {len(err.errors()) - 5} more)" if len(err.errors()) > 5 else ""
+    return "; ".join(parts) + more
+
+
+class InvalidSessionInput(ApplicationError):
+    def __init__(self, message: str) -> None:
+        super().__init__(f"invalid AgentSession input: {message}", type="InvalidSessionInput", non_retryable=True)
+
+
+@workflow.defn(name="AgentSession")
+class AgentSession:
+    @workflow.init
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self._input_error: str | None = None
+        self._events: list[dict[str, Any]] = []
+        self._first_seq = 0
+        self._tools: dict[str, ResolvedTool] = {}
+        info = workflow.info()
+        try:
+            if not isinstance(raw, dict):
+                raise InvalidSessionInput("expected a JSON object shaped like client.beta.sessions.create")
+            if CONTINUATION_KEY in raw:
+                self._s = SessionState.model_validate(raw[CONTINUATION_KEY])
+                self._resuming = True
+            else:
+                params = SessionCreateParams.model_validate(raw)
+                self._s = SessionState(session_id=info.workflow_id, params=params, created_at=workflow.now())
+                self._resuming = False
+        except ValidationError as err:
+            self._input_error = describe_validation_error(err)
+            self._s = SessionState.model_construct(session_id=info.workflow_id, created_at=workflow.now())
+            return
+        except InvalidSessionInput as err:
+            self._input_error = err.message
+            self._s = SessionState.model_construct(session_id=info.workflow_id, created_at=workflow.now())
+            return
+        self._first_seq = self._s.next_seq
+        self._tools = {t.name: t for t in self._s.params.agent_definition.resolved_tools()}
+
+    # --- public surface -----------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, raw: dict[str, Any]) -> dict[str, Any]:
+        if self._input_error is not None:
+            raise InvalidSessionInput(self._input_error)
+        if not self._resuming:
+            await self._start()
+        while True:
+            await workflow.wait_condition(self._has_work)
+            if self._s.pending_actions and self._s.interrupt_requested:
+                self._interrupt_blocked_turn()
+            elif self._s.turn_active or (self._s.pending_actions and self._all_actions_resolved()):
+                await self._run_turn()
+            elif self._finished():
+                break
+            elif workflow.info().is_continue_as_new_suggested():
+                await self._continue_as_new()
+            else:
+                self._s.interrupt_requested = False  # an interrupt with nothing to interrupt
+        self._set_status("terminated")
+        self._emit("session.status_terminated")
+        return self._session_object().model_dump(mode="json")
+
+    @workflow.update(name="send_events")
+    async def send_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send ``user.*`` events (``client.beta.sessions.events.send``); returns their echoes."""
+        echoes = []
+        for event in INBOUND_EVENTS.validate_python(events):
+            echoes.append(self._accept(event))
+        return echoes
+
+    @send_events.validator
+    def _validate_events(self, events: list[dict[str, Any]]) -> None:
+        if self._input_error is not None:
+            raise ValueError(f"session failed to start: {self._input_error}")
+        if self._s.status == "terminated":
+            raise ValueError("session is terminated and accepts no more events")
+        if not isinstance(events, list) or not events:
+            raise ValueError("events: expected a non-empty JSON array of events")
+        size = len(workflow.payload_converter().to_payloads([events])[0].data)
+        if size > MAX_UPDATE_BYTES:
+            raise ValueError(f"events: {size} bytes is over the {MAX_UPDATE_BYTES}-byte limit of one send")
+        try:
+            parsed = INBOUND_EVENTS.validate_python(events)
+        except ValidationError as err:
+            raise ValueError(describe_validation_error(err, "events.")) from None
+        answered: set[str] = set()
+        for i, event in enumerate(parsed):
+            if event.type == "user.define_outcome":
+                raise ValueError(f"events.{i}: user.define_outcome (outcomes) is not supported by this engine yet")
+            if isinstance(event, UserInterruptEvent) and event.session_thread_id is not None:
+                raise ValueError(f"events.{i}.session_thread_id: this session has no threads")
+            if isinstance(event, (UserToolConfirmationEvent, UserCustomToolResultEvent)):
+                ref = event.tool_use_id if isinstance(event, UserToolConfirmationEvent) else event.custom_tool_use_id
+                kind = "confirm" if isinstance(event, UserToolConfirmationEvent) else "custom"
+                action = self._find_action(ref)
+                field = "tool_use_id" if kind == "confirm" else "custom_tool_use_id"
+                if action is None or action.kind != kind:
+                    raise ValueError(f"events.{i}.{field}: {ref!r} is not a pending {event.type.split('.')[1]} request")
+                if action.resolved or action.event_id in answered:
+                    raise ValueError(f"events.{i}.{field}: {ref!r} was already answered")
+                answered.add(action.event_id)
+
+    @workflow.signal(name="model_request_retrying")
+    def _model_request_retrying(self, notice: ModelRetryNotice) -> None:
+        self._set_status("rescheduling")
+        self._emit("session.status_rescheduled")
+        self._emit(
+            "session.error",
+            error={
+                "type": notice.error_type,
+                "message": notice.message,
+                "retry_status": {"type": "retrying"},
+                "status_code": notice.status_code,
+                "retry_in_seconds": notice.retry_in_seconds,
+                "attempt": notice.attempt,
+            },
+        )
+
+    @workflow.query(name="session")
+    def session(self) -> dict[str, Any]:
+        return self._session_object().model_dump(mode="json")
+
+    @workflow.query(name="events")
+    def events(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A page of the event log: ``{"after_seq": -1, "limit": 100}``."""
+        request = request or {}
+        after = int(request.get("after_seq", -1))
+        limit = max(1, min(int(request.get("limit", 100)), MAX_EVENT_PAGE))
+        start = max(after + 1 - self._first_seq, 0)
+        page = self._events[start : start + limit]
+        next_seq = page[-1]["seq"] + 1 if page else max(after + 1, self._first_seq)
+        return EventPage(
+            data=[SessionEvent.model_validate(e) for e in page],
+            first_seq=self._first_seq,
+            next_seq=next_seq,
+            has_more=start + limit < len(self._events),
+            previous_run_id=workflow.info().continued_run_id,
+        ).model_dump(mode="json", exclude_none=False)
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        params = self._s.params
+        registered = await workflow.execute_activity(
+            REGISTER_ACTIVITY,
+            RegisterSessionInput(session_id=self._s.session_id, agent=params.agent_definition.model_dump(mode="json")),
+            result_type=RegisterSessionResult,
+            start_to_close_timeout=timedelta(seconds=60),
+        )
+        self._s.agent_ref = registered.agent_ref
+        provisioned = await workflow.execute_activity(
+            PROVISION_ACTIVITY,
+            ProvisionSandboxInput(session_id=self._s.session_id),
+            result_type=ProvisionSandboxResult,
+            task_queue=f"{workflow.info().task_queue}-sandbox",
+            start_to_close_timeout=timedelta(seconds=60),
+            schedule_to_start_timeout=timedelta(seconds=params.options.sandbox_schedule_to_start_seconds),
+        )
+        self._s.sandbox_queue = provisioned.task_queue
+        for event in params.initial_events:
+            self._accept(event)
+
+    def _has_work(self) -> bool:
+        s = self._s
+        return (
+            s.turn_active
+            or s.interrupt_requested
+            or (bool(s.pending_actions) and self._all_actions_resolved())
+            or self._finished()
+            or workflow.info().is_continue_as_new_suggested()
+        )
+
+    def _finished(self) -> bool:
+        s = self._s
+        return (
+            not s.params.options.keep_alive
+            and s.stop_reason is not None
+            and s.stop_reason.type != "requires_action"
+            and not s.turn_active
+            and not s.pending_actions
+            and workflow.all_handlers_finished()
+        )
+
+    async def _continue_as_new(self) -> None:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.logger.info("continuing as new", extra={"next_seq": self._s.next_seq, "step": self._s.step})
+        workflow.continue_as_new({CONTINUATION_KEY: self._s.model_dump(mode="json")})
+
+    # --- inbound events -------------------------------------------------------------------------------
+
+    def _accept(self, event: Any) -> dict[str, Any]:
+        """Record an inbound event in the log and route it; runs in the update handler."""
+        s = self._s
+        echo = self._emit(event.type, **event.model_dump(mode="json", exclude={"type"}, exclude_none=True))
+        if isinstance(event, UserMessageEvent):
+            s.pending_content.extend(b.model_dump(mode="json", exclude_none=True) for b in event.content)
+            if not s.pending_actions:
+                s.turn_active = True
+        elif isinstance(event, UserInterruptEvent):
+            if s.turn_active or s.pending_actions:
+                s.interrupt_requested = True
+        elif isinstance(event, UserToolConfirmationEvent):
+            action = self._find_action(event.tool_use_id)
+            assert action is not None
+            action.decision = event.result
+            action.deny_message = event.deny_message
+        elif isinstance(event, UserCustomToolResultEvent):
+            action = self._find_action(event.custom_tool_use_id)
+            assert action is not None
+            action.result_content = [b.model_dump(mode="json", exclude_none=True) for b in event.content]
+            action.result_is_error = bool(event.is_error)
+        return echo
+
+    def _find_action(self, ref: str) -> PendingAction | None:
+        for action in self._s.pending_actions:
+            if ref in (action.event_id, action.tool_use_id):
+                return action
+        return None
+
+    def _all_actions_resolved(self) -> bool:
+        return all(a.resolved for a in self._s.pending_actions)
+
+    # --- the turn -------------------------------------------------------------------------------------
+
+    async def _run_turn(self) -> None:
+        s = self._s
+        s.turn_active = True
+        self._set_status("running")
+        if s.pending_actions:
+            await self._settle_actions()
+        while True:
+            if s.interrupt_requested:
+                return self._idle("end_turn")
+            if s.turn_steps >= s.params.options.max_steps_per_turn:
+                self._emit(
+                    "session.error",
+                    error={
+                        "type": "tool_use_limit_reached_error",
+                        "message": f"the turn reached {s.turn_steps} tool-use rounds (options.max_steps_per_turn)",
+                        "retry_status": {"type": "exhausted"},
+                    },
+                )
+                return self._idle("retries_exhausted")
+            if self._budget_reached():
+                return self._idle("budget_reached")
+            if workflow.info().is_continue_as_new_suggested():
+                await self._continue_as_new()
+            result = await self._request_model()
+            if result is None:
+                return
+            s.turn_steps += 1
+            tool_uses = self._emit_response(result)
+            if result.stop_reason == "refusal":
+                return self._idle("refusal")
+            if not tool_uses:
+                return self._idle("end_turn")
+            await self._dispatch_tools(tool_uses)
+            if s.pending_actions:
+                if not self._all_actions_resolved():
+                    blocking = [a.event_id for a in s.pending_actions if not a.resolved]
+                    return self._idle("requires_action", event_ids=blocking)
+                await self._settle_actions()
+
+    async def _request_model(self) -> ModelRequestResult | None:
+        s = self._s
+        opts = s.params.options
+        sent = len(s.pending_content)
+        new_messages = []
+        if not sent:  # nothing new to say: the transcript already ends with the agent's answer
+            return self._idle("end_turn")
+        new_messages.append(TranscriptMessage(role="user", content=order_user_blocks(list(s.pending_content))))
+        inp = ModelRequestInput(
+            session_id=s.session_id,
+            agent_ref=s.agent_ref or "",
+            model=s.params.agent_definition.model_id,
+            max_tokens=opts.max_tokens,
+            step=s.step + 1,
+            transcript_len=s.transcript_len,
+            new_messages=new_messages,
+            context_window_tokens=opts.context_window_tokens,
+            cleared_before=s.cleared_before,
+            max_attempts=opts.max_model_attempts,
+        )
+        start = self._emit("span.model_request_start")
+        try:
+            check_payload_size(inp, "model request")
+        except PayloadTooLargeError as err:
+            self._emit("span.model_request_end", model_request_start_id=start["id"], is_error=True, model_usage=_zero_usage())
+            return self._fail_turn("unknown_error", err.message)
+        s.step += 1
+        handle = workflow.start_activity(
+            MODEL_ACTIVITY,
+            inp,
+            result_type=ModelRequestResult,
+            start_to_close_timeout=timedelta(seconds=opts.model_request_timeout_seconds),
+            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_seconds),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=60),
+                maximum_attempts=opts.max_model_attempts,
+            ),
+        )
+        await workflow.wait_condition(lambda: handle.done() or s.interrupt_requested)
+        if not handle.done():
+            handle.cancel()
+            try:
+                await handle
+            except (ActivityError, CancelledError, asyncio.CancelledError):
+                pass
+        try:
+            result = handle.result()
+        except (ActivityError, CancelledError, asyncio.CancelledError) as err:
+            self._emit("span.model_request_end", model_request_start_id=start["id"], is_error=True, model_usage=_zero_usage())
+            if s.interrupt_requested:
+                self._idle("end_turn")
+                return None
+            cause = err.cause if isinstance(err, ActivityError) else None
+            error_type = cause.type if isinstance(cause, ApplicationError) and cause.type else "unknown_error"
+            message = cause.message if isinstance(cause, ApplicationError) else str(err)
+            return self._fail_turn(error_type, message)
+        del s.pending_content[:sent]
+        s.transcript_len = result.transcript_len
+        if result.cleared_before != s.cleared_before:
+            s.cleared_before = result.cleared_before
+            self._emit("agent.thread_context_compacted")
+        s.usage.add(result.usage)
+        if result.cost_nanos is None:
+            s.unpriced_model = result.model
+        else:
+            s.cost_nanos += result.cost_nanos
+        if s.status == "rescheduling":
+            self._set_status("running")
+            self._emit("session.status_running")
+        self._emit(
+            "span.model_request_end",
+            model_request_start_id=start["id"],
+            is_error=False,
+            model_usage=result.usage.model_dump(
+                include={"input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"}
+            ),
+        )
+        return result
+
+    def _fail_turn(self, error_type: str, message: str) -> None:
+        self._emit(
+            "session.error",
+            error={"type": error_type, "message": message, "retry_status": {"type": "exhausted"}},
+        )
+        self._idle("retries_exhausted")
+
+    def _emit_response(self, result: ModelRequestResult) -> list[tuple[str, dict[str, Any]]]:
+        """Turn the model's content into events; return the tool calls as (event id, block)."""
+        tool_uses: list[tuple[str, dict[str, Any]]] = []
+        text: list[dict[str, Any]] = []
+
+        def flush_text() -> None:
+            if text:
+                self._emit("agent.message", content=list(text))
+                self._s.final_message = "\n".join(b["text"] for b in text)
+                text.clear()
+
+        for block in result.content:
+            kind = block.get("type")
+            if kind == "text":
+                text.append({"type": "text", "text": block["text"]})
+                continue
+            flush_text()
+            if kind in ("thinking", "redacted_thinking"):
+                self._emit("agent.thinking")
+            elif kind == "tool_use":
+                tool = self._tools.get(block["name"])
+                if tool is not None and tool.kind == "custom":
+                    event = self._emit("agent.custom_tool_use", name=block["name"], input=block["input"])
+                elif tool is not None and tool.enabled:
+                    permission = "ask" if tool.permission in ("always_ask", "auto") else "allow"
+                    event = self._emit(
+                        "agent.tool_use",
+                        name=block["name"],
+                        input=block["input"],
+                        evaluated_permission=permission,
+                        evaluation={"type": tool.permission},
+                    )
+                else:
+                    event = self._emit("agent.tool_use", name=block["name"], input=block["input"], evaluated_permission="deny")
+                tool_uses.append((event["id"], block))
+        flush_text()
+        return tool_uses
+
+    async def _dispatch_tools(self, tool_uses: list[tuple[str, dict[str, Any]]]) -> None:
+        """Run what is allowed now, refuse what is not available, queue what needs the client."""
+        s = self._s
+        run_now: list[tuple[str, dict[str, Any]]] = []
+        for event_id_, block in tool_uses:
+            tool = self._tools.get(block["name"])
+            if tool is None or (tool.kind == "builtin" and not tool.enabled):
+                self._record_inline_result(
+                    event_id_, block["id"], f"tool {block['name']!r} is not available to this agent", is_error=True
+                )
+            elif tool.kind == "custom":
+                s.pending_actions.append(
+                    PendingAction(event_id=event_id_, tool_use_id=block["id"], name=block["name"], kind="custom")
+                )
+            elif tool.permission in ("always_ask", "auto"):
+                s.pending_actions.append(
+                    PendingAction(
+                        event_id=event_id_,
+                        tool_use_id=block["id"],
+                        name=block["name"],
+                        kind="confirm",
+                        input=block["input"],
+                    )
+                )
+            else:
+                run_now.append((event_id_, block))
+        await self._run_tools(run_now)
+
+    async def _settle_actions(self) -> None:
+        """All pending actions are answered: run the allowed ones, answer the rest."""
+        s = self._s
+        actions, s.pending_actions = s.pending_actions, []
+        run_now = []
+        for action in actions:
+            if action.kind == "custom":
+                s.pending_content.append(
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": action.tool_use_id,
+                        "content": action.result_content or [],
+                        "is_error": action.result_is_error,
+                    }
+                )
+            elif action.decision == "allow":
+                run_now.append((action.event_id, {"id": action.tool_use_id, "name": action.name, "input": action.input}))
+            else:
+                why = action.deny_message or "the user denied this tool call"
+                self._record_inline_result(action.event_id, action.tool_use_id, f"permission denied: {why}", is_error=True)
+        await self._run_tools(run_now)
+
+    async def _run_tools(self, calls: list[tuple[str, dict[str, Any]]]) -> None:
+        if not calls:
+            return
+        s = self._s
+        opts = s.params.options
+        handles = []
+        for _event_id, block in calls:
+            inp = ToolCallInput(session_id=s.session_id, tool_use_id=block["id"], name=block["name"], input=block["input"])
+            handles.append(
+                workflow.start_activity(
+                    f"managed_agents.tool.{block['name']}",
+                    inp,
+                    result_type=ToolCallResult,
+                    task_queue=s.sandbox_queue,
+                    start_to_close_timeout=timedelta(seconds=660),
+                    schedule_to_start_timeout=timedelta(seconds=opts.sandbox_schedule_to_start_seconds),
+                    heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_seconds),
+                    retry_policy=RetryPolicy(maximum_attempts=opts.max_tool_attempts),
+                )
+            )
+        await workflow.wait_condition(lambda: all(h.done() for h in handles) or s.interrupt_requested)
+        for handle in handles:
+            if not handle.done():
+                handle.cancel()
+        for (event_id_, block), handle in zip(calls, handles, strict=True):
+            try:
+                result = await handle
+            except (ActivityError, CancelledError, asyncio.CancelledError) as err:
+                if s.interrupt_requested:
+                    why = "interrupted by the user before the tool finished"
+                else:
+                    cause = err.cause if isinstance(err, ActivityError) and err.cause else err
+                    why = f"the sandbox could not run this tool: {cause}"
+                self._record_inline_result(event_id_, block["id"], why, is_error=True)
+                continue
+            self._emit("agent.tool_result", tool_use_id=event_id_, content=result.content, is_error=result.is_error)
+            s.pending_content.append({"type": "tool_result_ref", "tool_use_id": block["id"]})
+
+    def _record_inline_result(self, event_id_: str, tool_use_id: str, text: str, *, is_error: bool) -> None:
+        content = [{"type": "text", "text": text}]
+        self._emit("agent.tool_result", tool_use_id=event_id_, content=content, is_error=is_error)
+        self._s.pending_content.append(
+            {"type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error}
+        )
+
+    def _interrupt_blocked_turn(self) -> None:
+        """``user.interrupt`` while waiting on the client: deny what is pending, idle with end_turn."""
+        s = self._s
+        for action in s.pending_actions:
+            if action.kind == "custom" and action.result_content is not None:
+                s.pending_content.append(
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": action.tool_use_id,
+                        "content": action.result_content,
+                        "is_error": action.result_is_error,
+                    }
+                )
+            else:
+                self._record_inline_result(action.event_id, action.tool_use_id, "interrupted by the user", is_error=True)
+        s.pending_actions = []
+        self._idle("end_turn")
+
+    def _budget_reached(self) -> bool:
+        s = self._s
+        budget = s.params.budget
+        if budget is None:
+            return False
+        if s.unpriced_model is not None:
+            return True
+        return s.cost_nanos >= int(budget.max_list_cost.amount) * 10_000_000
+
+    # --- events and status ------------------------------------------------------------------------
+
+    def _emit(self, type_: str, **fields: Any) -> dict[str, Any]:
+        s = self._s
+        event = {
+            "id": event_id(s.session_id, s.next_seq),
+            "type": type_,
+            "seq": s.next_seq,
+            "processed_at": workflow.now().isoformat(),
+            **fields,
+        }
+        s.next_seq += 1
+        self._events.append(event)
+        return event
+
+    def _set_status(self, status: str) -> None:
+        s = self._s
+        now = workflow.now()
+        if status in ("running", "rescheduling") and s.running_since is None:
+            s.running_since = now
+        elif status in ("idle", "terminated") and s.running_since is not None:
+            s.active_seconds += (now - s.running_since).total_seconds()
+            s.running_since = None
+        if status == "running" and s.status != "running" and s.status != "rescheduling":
+            s.status = "running"
+            self._emit("session.status_running")
+            return
+        s.status = status  # type: ignore[assignment]
+
+    def _idle(self, reason: str, event_ids: list[str] | None = None) -> None:
+        s = self._s
+        s.turn_active = False
+        if reason != "requires_action":
+            s.turn_steps = 0
+        s.interrupt_requested = False
+        s.stop_reason = StopReason(type=reason, event_ids=event_ids)  # type: ignore[arg-type]
+        self._set_status("idle")
+        self._emit("session.usage", usage=self._usage_json(), budget=_dump(s.params.budget))
+        self._emit("session.status_idle", stop_reason=s.stop_reason.model_dump(exclude_none=True))
+
+    def _usage_json(self) -> dict[str, Any]:
+        usage = self._s.usage.model_copy()
+        usage.list_cost = MonetaryAmount(amount=nanos_to_cents_str(self._s.cost_nanos))
+        return usage.model_dump(mode="json")
+
+    def _session_object(self) -> SessionObject:
+        s = self._s
+        now = workflow.now()
+        active = s.active_seconds + ((now - s.running_since).total_seconds() if s.running_since else 0.0)
+        params = s.params if self._input_error is None else None
+        return SessionObject(
+            id=s.session_id,
+            status=s.status,
+            agent=params.agent_definition.model_dump(mode="json") if params else {},
+            environment_id=params.environment_id if params else "",
+            title=params.title if params else None,
+            metadata=params.metadata if params else {},
+            budget=params.budget if params else None,
+            usage=self._usage_json(),  # type: ignore[arg-type]
+            stats=SessionStats(active_seconds=active, duration_seconds=(now - s.created_at).total_seconds()),
+            created_at=s.created_at,
+            updated_at=now,
+            stop_reason=s.stop_reason,
+            final_message=s.final_message,
+            event_count=s.next_seq,
+        )
+
+
+def _zero_usage() -> dict[str, int]:
+    return {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
+
+
+def _dump(model: Any) -> Any:
+    return model.model_dump(mode="json") if model is not None else None

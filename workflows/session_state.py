@@ -1,0 +1,57 @@
+"""What an ``AgentSession`` carries across continue-as-new: counters and references, never the
+transcript (that lives in the session log store) and never the event log (each run keeps its own
+events; older ones are read from the previous run)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from managed_agents.models.events import StopReason
+from managed_agents.models.session import SessionCreateParams, SessionUsage
+
+
+class PendingAction(BaseModel):
+    """A tool call waiting on the client: a confirmation (``always_ask``) or a custom tool result."""
+
+    event_id: str
+    tool_use_id: str
+    name: str
+    kind: Literal["confirm", "custom"]
+    input: dict[str, Any] = Field(default_factory=dict)
+    decision: Literal["allow", "deny"] | None = None
+    deny_message: str | None = None
+    result_content: list[dict[str, Any]] | None = None
+    result_is_error: bool = False
+
+    @property
+    def resolved(self) -> bool:
+        return self.decision is not None if self.kind == "confirm" else self.result_content is not None
+
+
+class SessionState(BaseModel):
+    session_id: str
+    params: SessionCreateParams
+    created_at: datetime
+    status: Literal["rescheduling", "running", "idle", "terminated"] = "idle"
+    next_seq: int = 0
+    agent_ref: str | None = None
+    sandbox_queue: str | None = None
+    transcript_len: int = 0
+    cleared_before: int = 0
+    step: int = 0
+    usage: SessionUsage = Field(default_factory=SessionUsage)
+    cost_nanos: int = 0
+    unpriced_model: str | None = None
+    #: Blocks for the next user message: tool result references, inline results, user text.
+    pending_content: list[dict[str, Any]] = Field(default_factory=list)
+    pending_actions: list[PendingAction] = Field(default_factory=list)
+    turn_active: bool = False
+    turn_steps: int = 0
+    interrupt_requested: bool = False
+    stop_reason: StopReason | None = None
+    final_message: str | None = None
+    active_seconds: float = 0.0
+    running_since: datetime | None = None
