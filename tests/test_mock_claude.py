@@ -60,6 +60,19 @@ def as_param(message: anthropic.types.Message) -> dict[str, Any]:
     return {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in message.content]}
 
 
+def first_text(message: Any) -> str:
+    block = message.content[0]
+    assert block.type == "text", block
+    return str(block.text)
+
+
+def error_of(exc: pytest.ExceptionInfo[anthropic.APIStatusError]) -> dict[str, Any]:
+    """The ``error`` object of an API error body."""
+    body = exc.value.body
+    assert isinstance(body, dict), body
+    return dict(body["error"])
+
+
 def comparable(message: Any) -> dict[str, Any]:
     return {
         "content": [b.model_dump(exclude={"parsed_output"}) for b in message.content],
@@ -115,7 +128,7 @@ def test_tool_use_round_trip(mock: MockClaude, client: Anthropic) -> None:
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "22C"}]},
     ]
     second = ask(client, transcript, tools=tools)
-    assert second.content[0].type == "text" and second.content[0].text == "Sunny."
+    assert second.content[0].type == "text" and first_text(second) == "Sunny."
     assert mock.requests[-1].tool_results == [
         {"type": "tool_result", "tool_use_id": call.id, "content": "22C"}
     ]
@@ -206,7 +219,8 @@ async def test_streaming_async_and_raw_events(mock: MockClaude) -> None:
     deltas = [e.delta.type for e in events if e.type == "content_block_delta"]
     assert deltas.count("input_json_delta") > 1
     assert "thinking_delta" in deltas and "signature_delta" in deltas
-    assert events[-2].delta.stop_reason == "tool_use"
+    message_delta = events[-2]
+    assert message_delta.type == "message_delta" and message_delta.delta.stop_reason == "tool_use"
     # The SDK drops pings before they reach us; check they are on the wire instead.
     with httpx2.Client() as http:
         body = {"model": MODEL, "max_tokens": 5, "messages": HELLO, "stream": True}
@@ -228,7 +242,7 @@ def test_rate_limited(mock: MockClaude, client: Anthropic) -> None:
     assert info.value.status_code == 429
     assert info.value.response.headers["retry-after"] == "2"
     assert info.value.response.headers["retry-after-ms"] == "2000"
-    assert info.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert error_of(info)["type"] == "rate_limit_error"
     with pytest.raises(anthropic.RateLimitError) as info:
         ask(client)
     assert info.value.response.headers["retry-after"] == "0.25"
@@ -246,7 +260,7 @@ def test_server_side_errors(
     with pytest.raises(anthropic.InternalServerError) as info:
         ask(client)
     assert info.value.status_code == status
-    assert info.value.body["error"]["type"] == error_type  # type: ignore[index]
+    assert error_of(info)["type"] == error_type
     assert mock.requests[0].status == status
 
 
@@ -259,7 +273,7 @@ def test_bad_request_and_generic_status(mock: MockClaude, client: Anthropic) -> 
     )
     with pytest.raises(anthropic.BadRequestError) as bad:
         ask(client)
-    assert bad.value.body["error"]["message"] == "prompt is too long: 300000 tokens > 200000 maximum"  # type: ignore[index]
+    assert error_of(bad)["message"] == "prompt is too long: 300000 tokens > 200000 maximum"
     assert "prompt is too long" in bad.value.message
     with pytest.raises(anthropic.AuthenticationError):
         ask(client)
@@ -275,10 +289,12 @@ def test_bad_request_and_generic_status(mock: MockClaude, client: Anthropic) -> 
 def test_sdk_retries_honour_fault_headers(mock: MockClaude) -> None:
     retrying = Anthropic(base_url=mock.base_url, api_key="k", max_retries=2)
     try:
-        mock.add(Fault.rate_limited(retry_after=0.01), Fault.overloaded(), Turn.text("finally"))
-        assert (
-            retrying.messages.create(model=MODEL, max_tokens=5, messages=HELLO).content[0].text == "finally"
-        )  # type: ignore[union-attr]
+        mock.add(
+            Fault.rate_limited(retry_after=0.01),
+            Fault.overloaded(headers={"retry-after-ms": "10"}),
+            Turn.text("finally"),
+        )
+        assert first_text(retrying.messages.create(model=MODEL, max_tokens=5, messages=HELLO)) == "finally"
         assert [r.served for r in mock.requests] == ["fault:429", "fault:529", "turn"]
 
         mock.add(Fault.overloaded(x_should_retry=False), Turn.text("never"))
@@ -295,7 +311,7 @@ def test_drop_connection(mock: MockClaude, client: Anthropic) -> None:
         ask(client)
     with pytest.raises(anthropic.APIConnectionError):  # streaming: raised when the stream opens
         stream_final(client)
-    assert ask(client).content[0].text == "back"  # type: ignore[union-attr]
+    assert first_text(ask(client)) == "back"
     assert [(r.served, r.status) for r in mock.requests] == [
         ("fault:drop", 0),
         ("fault:drop", 0),
@@ -307,7 +323,7 @@ def test_drop_connection_mid_stream(mock: MockClaude, client: Anthropic) -> None
     mock.add(Fault.drop_connection(mid_stream=Turn.text("a long answer that gets cut off")))
     seen: list[str] = []
     # The SDK does not wrap errors raised while reading the body: httpx2's own error surfaces.
-    with pytest.raises(httpx2.RemoteProtocolError):  # noqa: SIM117
+    with pytest.raises(httpx2.RemoteProtocolError):
         with client.messages.stream(model=MODEL, max_tokens=5, messages=HELLO) as stream:
             seen.extend(event.type for event in stream)
     assert seen[0] == "message_start" and "message_stop" not in seen
@@ -318,7 +334,7 @@ def test_stream_error_event(mock: MockClaude, client: Anthropic) -> None:
     with pytest.raises(anthropic.APIStatusError) as info:
         stream_final(client)
     assert info.value.status_code == 200  # the HTTP status of the stream that carried the error
-    assert info.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    assert error_of(info)["type"] == "overloaded_error"
     with pytest.raises(anthropic.InternalServerError) as plain:  # non-streaming: a real 529
         ask(client)
     assert plain.value.status_code == 529
@@ -327,7 +343,7 @@ def test_stream_error_event(mock: MockClaude, client: Anthropic) -> None:
 def test_slow(mock: MockClaude, client: Anthropic) -> None:
     mock.add(Fault.slow(0.3, Turn.text("late")), Fault.slow(0.6, Turn.text("streamed late")))
     started = time.monotonic()
-    assert ask(client).content[0].text == "late"  # type: ignore[union-attr]
+    assert first_text(ask(client)) == "late"
     assert time.monotonic() - started >= 0.3
 
     started = time.monotonic()
@@ -338,7 +354,7 @@ def test_slow(mock: MockClaude, client: Anthropic) -> None:
     assert first.type == "message_start"
     assert first_at < 0.3
     assert time.monotonic() - started >= 0.6
-    assert final.content[0].text == "streamed late"  # type: ignore[union-attr]
+    assert first_text(final) == "streamed late"
     assert mock.requests[-1].served == "fault:slow"
 
 
@@ -367,7 +383,7 @@ async def test_keyed_scripts_in_parallel(mock: MockClaude) -> None:
         answers = []
         for _ in range(2):
             message = await client.messages.create(model=MODEL, max_tokens=5, messages=transcript)
-            answers.append(message.content[0].text)  # type: ignore[union-attr]
+            answers.append(first_text(message))
             transcript += [as_param(message), {"role": "user", "content": "next"}]
         return answers
 
@@ -377,7 +393,7 @@ async def test_keyed_scripts_in_parallel(mock: MockClaude) -> None:
             session("[session-b]"),
             client.messages.create(model=MODEL, max_tokens=5, messages=HELLO),
         )
-        assert (a, b, plain.content[0].text) == (["a1", "a2"], ["b1", "b2"], "global")  # type: ignore[union-attr]
+        assert (a, b, first_text(plain)) == (["a1", "a2"], ["b1", "b2"], "global")
         assert mock.remaining() == 0
         assert [r.source for r in mock.requests_for("[session-b]")] == ["marker:[session-b]"] * 2
 
@@ -395,7 +411,7 @@ async def test_keyed_scripts_in_parallel(mock: MockClaude) -> None:
 def test_script_exhausted_and_default(mock: MockClaude, client: Anthropic) -> None:
     with pytest.raises(anthropic.BadRequestError) as info:
         ask(client)
-    assert info.value.body["error"]["message"] == NO_SCRIPT_MESSAGE  # type: ignore[index]
+    assert error_of(info)["message"] == NO_SCRIPT_MESSAGE
     assert mock.requests[-1].served == "exhausted"
 
     calls: list[dict[str, Any]] = []
@@ -406,35 +422,43 @@ def test_script_exhausted_and_default(mock: MockClaude, client: Anthropic) -> No
 
     with MockClaude(Turn.text("scripted"), default=default) as fallback:
         sdk = Anthropic(base_url=fallback.base_url, api_key="k", max_retries=0)
-        assert ask(sdk).content[0].text == "scripted"  # type: ignore[union-attr]
-        assert ask(sdk).content[0].text == "default #1"  # type: ignore[union-attr]
+        assert first_text(ask(sdk)) == "scripted"
+        assert first_text(ask(sdk)) == "default #1"
         with pytest.raises(anthropic.InternalServerError):
             ask(sdk)
         assert [r.source for r in fallback.requests] == ["global", "default", "default"]
         sdk.close()
 
 
-def test_add_from_other_threads_while_serving(mock: MockClaude) -> None:
-    async def burst() -> list[str]:
-        client = AsyncAnthropic(base_url=mock.base_url, api_key="k", max_retries=0)
-        try:
-            replies = await asyncio.gather(
-                *(client.messages.create(model=MODEL, max_tokens=5, messages=HELLO) for _ in range(40))
-            )
-        finally:
-            await client.close()
-        return [r.content[0].text for r in replies]  # type: ignore[union-attr]
+def test_add_from_other_threads_while_serving() -> None:
+    """Script items added from other threads while the server pops them are never lost or doubled."""
+    with MockClaude(default=lambda body: Turn.text("default")) as server:
 
-    adders = [
-        threading.Thread(target=lambda k=k: [mock.add(Turn.text(f"{k}-{i}")) for i in range(10)])
-        for k in range(4)
-    ]
-    for thread in adders:
-        thread.start()
-    for thread in adders:
-        thread.join()
-    texts = asyncio.run(burst())
-    assert len(set(texts)) == 40 and mock.remaining() == 0 and len(mock.requests) == 40
+        def adder(k: int) -> None:
+            for i in range(10):
+                server.add(Turn.text(f"{k}-{i}"))
+                time.sleep(0.001)
+
+        async def burst() -> list[str]:
+            client = AsyncAnthropic(base_url=server.base_url, api_key="k", max_retries=0)
+            try:
+                replies = await asyncio.gather(
+                    *(client.messages.create(model=MODEL, max_tokens=5, messages=HELLO) for _ in range(40))
+                )
+            finally:
+                await client.close()
+            return [first_text(r) for r in replies]
+
+        adders = [threading.Thread(target=adder, args=(k,)) for k in range(4)]
+        for thread in adders:
+            thread.start()
+        texts = asyncio.run(burst())
+        for thread in adders:
+            thread.join()
+        scripted = [t for t in texts if t != "default"]
+        assert len(set(scripted)) == len(scripted)
+        assert len(scripted) + server.remaining() == 40
+        assert len(server.requests) == 40
 
 
 # --------------------------------------------------------------------------------------------
@@ -481,13 +505,13 @@ def test_transcript_validation(mock: MockClaude, client: Anthropic) -> None:
     for transcript, problem in bad_transcripts:
         with pytest.raises(anthropic.BadRequestError) as info:
             ask(client, transcript)
-        assert problem in info.value.body["error"]["message"], transcript  # type: ignore[index]
-        assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+        assert problem in error_of(info)["message"], transcript
+        assert error_of(info)["type"] == "invalid_request_error"
     assert {r.served for r in mock.requests} == {"invalid"}
     assert mock.remaining() == 1  # rejected requests do not consume the script
 
     ok = [*HELLO, {"role": "assistant", "content": [call]}, {"role": "user", "content": [result]}]
-    assert ask(client, ok).content[0].text == "unused"  # type: ignore[union-attr]
+    assert first_text(ask(client, ok)) == "unused"
 
 
 def test_validate_messages_request_fields() -> None:
@@ -510,8 +534,8 @@ def test_api_key_check() -> None:
         right = Anthropic(base_url=guarded.base_url, api_key="sekret", max_retries=0)
         with pytest.raises(anthropic.AuthenticationError) as info:
             ask(wrong)
-        assert info.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
-        assert ask(right).content[0].text == "welcome"  # type: ignore[union-attr]
+        assert error_of(info)["type"] == "authentication_error"
+        assert first_text(ask(right)) == "welcome"
         body = {"model": MODEL, "max_tokens": 5, "messages": HELLO}
         with httpx2.Client(base_url=guarded.base_url) as http:
             assert http.post("/v1/messages", json=body).status_code == 401
@@ -563,7 +587,7 @@ def test_cache_accounting_follows_a_moving_breakpoint(mock: MockClaude, client: 
     assert first.usage.cache_creation.ephemeral_5m_input_tokens == tokens["system"] + tokens["q1"]
 
     # The breakpoint moves to the newest message; the old one is gone but its prefix is cached.
-    transcript = [
+    transcript: list[Any] = [
         {"role": "user", "content": [text("first question")]},
         {"role": "assistant", "content": [text("answer one")]},
         {
@@ -580,6 +604,7 @@ def test_cache_accounting_follows_a_moving_breakpoint(mock: MockClaude, client: 
 
     # The model is part of the cache key.
     third = client.messages.create(model="claude-other", max_tokens=5, messages=transcript, system=system)
+    assert first_text(third) == "other model"
     assert third.usage.cache_read_input_tokens == 0
     assert mock.requests[-2].served == "count_tokens"
 
@@ -632,19 +657,16 @@ def test_cache_lookback_limit() -> None:
 
 
 def test_cli_echo_server() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "managed_agents.testing.mock_claude", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        base_url = process.stdout.readline().strip()
-        assert base_url.startswith("http://127.0.0.1:")
-        sdk = Anthropic(base_url=base_url, api_key="k", max_retries=0)
-        reply = ask(sdk, [{"role": "user", "content": "ping " + "x" * 300}])
-        assert reply.content[0].text == "mock-claude: " + ("ping " + "x" * 300)[:200]  # type: ignore[union-attr]
-        sdk.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    command = [sys.executable, "-m", "managed_agents.testing.mock_claude", "--port", "0"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            base_url = process.stdout.readline().strip()
+            assert base_url.startswith("http://127.0.0.1:")
+            sdk = Anthropic(base_url=base_url, api_key="k", max_retries=0)
+            reply = ask(sdk, [{"role": "user", "content": "ping " + "x" * 300}])
+            assert first_text(reply) == "mock-claude: " + ("ping " + "x" * 300)[:200]
+            sdk.close()
+        finally:
+            process.terminate()
+            process.wait(timeout=10)

@@ -435,7 +435,8 @@ class RecordedRequest:
     """One request the mock received.
 
     Appended as soon as the request arrives (in arrival order); ``status`` and ``served`` are
-    filled in before the answer is sent. ``served`` is ``"turn"``, ``"fault:<status>"``,
+    filled in before the answer is sent (``status`` stays 0 when the connection was dropped
+    without an answer). ``served`` is ``"turn"``, ``"fault:<status>"``,
     ``"fault:drop"``, ``"fault:slow"``, ``"fault:stream_error"``, ``"invalid"`` (rejected by
     validation), ``"unauthorized"``, ``"exhausted"`` (nothing scripted), ``"count_tokens"``
     or ``"not_found"``. ``source`` says which queue answered: ``"global"``,
@@ -1002,7 +1003,8 @@ class MockClaude:
     @property
     def base_url(self) -> str:
         """``http://<host>:<port>``, for ``Anthropic(base_url=...)``."""
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     async def _serve(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
