@@ -79,7 +79,9 @@ class InvalidSessionInput(ApplicationError):
 @workflow.defn(name="AgentSession")
 class AgentSession:
     @workflow.init
-    def __init__(self, raw: dict[str, Any]) -> None:
+    def __init__(self, raw: Any) -> None:
+        # Typed ``Any`` on purpose: a typed parameter that fails to decode fails the workflow *task*,
+        # which Temporal retries forever. Validating here fails the workflow with a clear message.
         self._input_error: str | None = None
         self._events: list[dict[str, Any]] = []
         self._first_seq = 0
@@ -109,7 +111,7 @@ class AgentSession:
     # --- public surface -----------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, raw: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, raw: Any) -> dict[str, Any]:
         if self._input_error is not None:
             raise InvalidSessionInput(self._input_error)
         if not self._resuming:
@@ -131,7 +133,7 @@ class AgentSession:
         return self._session_object().model_dump(mode="json")
 
     @workflow.update(name="send_events")
-    async def send_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def send_events(self, events: Any) -> list[dict[str, Any]]:
         """Send ``user.*`` events (``client.beta.sessions.events.send``); returns their echoes."""
         echoes = []
         for event in INBOUND_EVENTS.validate_python(events):
@@ -139,7 +141,7 @@ class AgentSession:
         return echoes
 
     @send_events.validator
-    def _validate_events(self, events: list[dict[str, Any]]) -> None:
+    def _validate_events(self, events: Any) -> None:
         if self._input_error is not None:
             raise ValueError(f"session failed to start: {self._input_error}")
         if self._s.status == "terminated":
@@ -323,6 +325,8 @@ class AgentSession:
             if result.stop_reason == "refusal":
                 return self._idle("refusal")
             if not tool_uses:
+                if s.pending_content and not s.interrupt_requested:
+                    continue  # a user.message arrived while the model answered: answer it too
                 return self._idle("end_turn")
             await self._dispatch_tools(tool_uses)
             if s.pending_actions:

@@ -26,12 +26,6 @@ class BudgetLimit(StrictModel):
     max_list_cost: MonetaryAmount
 
 
-class AgentReference(StrictModel):
-    type: Literal["agent"] = "agent"
-    id: str
-    version: int | None = None
-
-
 class SessionOptions(StrictModel):
     """Engine settings that Managed Agents keeps server-side."""
 
@@ -58,7 +52,7 @@ class SessionOptions(StrictModel):
 
 
 class SessionCreateParams(StrictModel):
-    agent: AgentDefinition | AgentReference | str
+    agent: AgentDefinition
     environment_id: str = "env_local"
     budget: BudgetLimit | None = None
     initial_events: list[InitialEvent] = Field(default_factory=list, max_length=50)
@@ -68,10 +62,10 @@ class SessionCreateParams(StrictModel):
     vault_ids: list[str] = Field(default_factory=list)
     options: SessionOptions = Field(default_factory=SessionOptions)
 
-    @field_validator("agent")
+    @field_validator("agent", mode="before")
     @classmethod
-    def _inline_agent_only(cls, agent: AgentDefinition | AgentReference | str) -> AgentDefinition:
-        if not isinstance(agent, AgentDefinition):
+    def _inline_agent_only(cls, agent: Any) -> Any:
+        if isinstance(agent, str) or (isinstance(agent, dict) and "id" in agent and "model" not in agent):
             raise ValueError(
                 "stored agents are not supported yet: pass an inline agent definition "
                 '({"name": ..., "model": ..., "system": ..., "tools": [...]})'
@@ -102,7 +96,6 @@ class SessionCreateParams(StrictModel):
 
     @property
     def agent_definition(self) -> AgentDefinition:
-        assert isinstance(self.agent, AgentDefinition)
         return self.agent
 
 

@@ -59,6 +59,7 @@ __all__ = [
 TOOL_NAMES: tuple[str, ...] = ("bash", "read", "write", "edit", "glob", "grep")
 
 _PROGRESS_INTERVAL_S = 1.0
+_EXIT_POLL_S = 0.05
 _DRAIN_GRACE_S = 2.0  # after killing bash's process group, wait this long for the pipe to drain
 _READ_CHUNK = 64 * 1024
 _BINARY_SNIFF_BYTES = 8192
@@ -251,8 +252,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
             "replace_all": {
                 "type": "boolean",
                 "description": (
-                    "When true, replace every occurrence of old_string instead of requiring a "
-                    "unique match."
+                    "When true, replace every occurrence of old_string instead of requiring a unique match."
                 ),
             },
         },
@@ -307,7 +307,8 @@ def _description(name: str, limits: ToolLimits) -> str:
             f"Timeout: {_fmt_seconds(limits.default_timeout_s)} by default; set timeout_ms for "
             f"longer commands (at most {_fmt_seconds(limits.max_timeout_s)}). A timed-out command "
             f"is killed. Output beyond {_fmt_bytes(limits.max_output_bytes)} is truncated. A non-zero "
-            "exit code is reported as an error together with the output."
+            "exit code is reported as an error together with the output. restart=true is accepted "
+            "but only confirms (there is no persistent session to reset)."
         )
     if name == "read":
         return (
@@ -360,9 +361,7 @@ def tool_definitions(names: Iterable[str], *, limits: ToolLimits = _DEFAULT_LIMI
     out: list[dict[str, Any]] = []
     for name in names:
         description = _description(name, limits)  # raises for unknown names
-        out.append(
-            {"name": name, "description": description, "input_schema": copy.deepcopy(_SCHEMAS[name])}
-        )
+        out.append({"name": name, "description": description, "input_schema": copy.deepcopy(_SCHEMAS[name])})
     return out
 
 
@@ -515,22 +514,33 @@ async def _bash(root: str, inp: BashInput, limits: ToolLimits) -> ToolOutcome:
                 kept.extend(chunk[:room])
 
     reader = asyncio.ensure_future(pump())
-    waiter = asyncio.ensure_future(proc.wait())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    timed_out = False
     try:
-        done, _ = await asyncio.wait({waiter}, timeout=timeout)
-        timed_out = not done
+        # proc.wait() only returns once every pipe is closed, so a background job that inherited
+        # stdout would hold it up: watch the exit status of bash itself instead.
+        while proc.returncode is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                timed_out = True
+                break
+            if reader.done():  # EOF: bash is exiting, its status arrives momentarily
+                await asyncio.sleep(min(_EXIT_POLL_S / 5, remaining))
+            else:
+                await asyncio.wait({reader}, timeout=min(_EXIT_POLL_S, remaining))
     finally:
         # Whether bash finished, timed out or we were cancelled: nothing it started survives
         # (background jobs included; only processes that left the session with setsid escape).
         _kill_group(proc.pid)
+        waiter = asyncio.ensure_future(proc.wait())
+        # The killed processes close the pipe: drain what they wrote, but never hang on a pipe
+        # held open by an escaped process.
+        with contextlib.suppress(BaseException):
+            await asyncio.wait({reader, waiter}, timeout=_DRAIN_GRACE_S)
         if not (reader.done() and waiter.done()):
-            # Killed processes close the pipe; drain what they wrote, but never hang on a pipe
-            # held open by an escaped process.
-            with contextlib.suppress(BaseException):
-                await asyncio.wait({reader, waiter}, timeout=_DRAIN_GRACE_S)
             for task in (reader, waiter):
-                if not task.done():
-                    task.cancel()
+                task.cancel()
             transport = getattr(proc, "_transport", None)
             if transport is not None:
                 transport.close()
@@ -600,6 +610,16 @@ def _stat_regular_file(real: str, given: str, action: str) -> os.stat_result:
     return st
 
 
+def _open_for_read(path: str, flags: int) -> int:
+    # O_NOFOLLOW: the path was resolved already, so a symlink here means it was swapped in after the
+    # check; O_NONBLOCK: never hang on a FIFO swapped in after the regular-file check.
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def _open_for_write(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
 def _iter_lines(f: IO[bytes], max_len: int) -> Iterator[tuple[bytes, bool]]:
     """Yield (line, cut): raw lines (newline kept) truncated to ``max_len`` bytes, with memory
     bounded by ``max_len`` even for a gigabyte-long line; ``cut`` says bytes were dropped."""
@@ -640,7 +660,7 @@ def _read(root: str, inp: ReadInput, limits: ToolLimits) -> ToolOutcome:
     real = resolve_in_workspace(root, given, field="file_path")
     st = _stat_regular_file(real, given, "read")
     try:
-        with open(real, "rb") as f:
+        with open(real, "rb", opener=_open_for_read) as f:
             head = f.read(_BINARY_SNIFF_BYTES)
             if os.path.splitext(real)[1].lower() in _MEDIA_EXTENSIONS or (
                 os.path.splitext(given)[1].lower() in _MEDIA_EXTENSIONS
@@ -699,9 +719,7 @@ def _read_text(
         last_shown = lineno
 
     if ranged and not out:
-        raise _ToolError(
-            f"view_range start_line {start} is beyond the end of {given} ({lineno} lines)"
-        )
+        raise _ToolError(f"view_range start_line {start} is beyond the end of {given} ({lineno} lines)")
     text = out.decode("utf-8", errors="replace")
     if not out:
         return ToolOutcome.text(f"(file {given} is empty)")
@@ -740,7 +758,7 @@ def _write(root: str, inp: WriteInput, limits: ToolLimits) -> ToolOutcome:
             raise _ToolError(f"{given} is not a regular file")
     try:
         os.makedirs(os.path.dirname(real), exist_ok=True)
-        with open(real, "wb") as f:
+        with open(real, "wb", opener=_open_for_write) as f:
             f.write(data)
     except OSError as exc:
         raise _os_error("write", given, exc) from exc
@@ -754,9 +772,7 @@ def _edit(root: str, inp: EditInput, limits: ToolLimits) -> ToolOutcome:
             "invalid input for edit: field 'old_string' must not be empty (use write to create a file)"
         )
     if inp.old_string == inp.new_string:
-        raise _ToolError(
-            "invalid input for edit: old_string and new_string are identical; nothing to change"
-        )
+        raise _ToolError("invalid input for edit: old_string and new_string are identical; nothing to change")
     real = resolve_in_workspace(root, given, field="file_path")
     st = _stat_regular_file(real, given, "edit")
     if st.st_size > _MAX_EDIT_BYTES:
@@ -765,7 +781,7 @@ def _edit(root: str, inp: EditInput, limits: ToolLimits) -> ToolOutcome:
             "use bash (e.g. sed) instead"
         )
     try:
-        with open(real, "rb") as f:
+        with open(real, "rb", opener=_open_for_read) as f:
             raw = f.read()
     except OSError as exc:
         raise _os_error("read", given, exc) from exc
@@ -789,7 +805,7 @@ def _edit(root: str, inp: EditInput, limits: ToolLimits) -> ToolOutcome:
     except UnicodeEncodeError as exc:
         raise _ToolError(f"invalid input for edit: field 'new_string' is not valid Unicode: {exc}") from exc
     try:
-        with open(real, "wb") as f:
+        with open(real, "wb", opener=_open_for_write) as f:
             f.write(data)
     except OSError as exc:
         raise _os_error("write", given, exc) from exc
@@ -1064,7 +1080,7 @@ def _grep(root: str, inp: GrepInput, limits: ToolLimits) -> ToolOutcome:
         try:
             if not stat.S_ISREG(os.stat(real).st_mode):
                 continue
-            with open(real, "rb") as f:
+            with open(real, "rb", opener=_open_for_read) as f:
                 if b"\x00" in f.read(_BINARY_SNIFF_BYTES):
                     continue
                 f.seek(0)

@@ -136,6 +136,10 @@ class Turn:
     ``thinking`` prepends ``{"type": "thinking", "thinking": ..., "signature": "mock-sig"}``.
     ``usage`` (optional) overrides keys of the computed ``usage`` object, for tests that need
     particular token counts.
+
+    Ids are fixed when the Turn is built, so serving one Turn object twice repeats its
+    ``tool_use`` ids; script a fresh Turn for each response of one transcript (the mock
+    rejects duplicate ``tool_use`` ids like the real API does).
     """
 
     content: list[dict[str, Any]] = field(default_factory=list)
@@ -436,11 +440,12 @@ class RecordedRequest:
 
     Appended as soon as the request arrives (in arrival order); ``status`` and ``served`` are
     filled in before the answer is sent (``status`` stays 0 when the connection was dropped
-    without an answer). ``served`` is ``"turn"``, ``"fault:<status>"``,
-    ``"fault:drop"``, ``"fault:slow"``, ``"fault:stream_error"``, ``"invalid"`` (rejected by
-    validation), ``"unauthorized"``, ``"exhausted"`` (nothing scripted), ``"count_tokens"``
-    or ``"not_found"``. ``source`` says which queue answered: ``"global"``,
-    ``"marker:<marker>"``, ``"default"`` or ``""``.
+    without an answer). ``served`` is ``"turn"``, ``"fault:<status>"``, ``"fault:drop"``,
+    ``"fault:slow"``, ``"fault:stream_error"``, ``"invalid"`` (rejected by validation),
+    ``"unauthorized"``, ``"exhausted"`` (nothing scripted), ``"default_error"`` (the
+    ``default`` responder raised; answered 400), ``"count_tokens"`` or ``"not_found"``.
+    ``source`` says which queue answered: ``"global"``, ``"marker:<marker>"``, ``"default"``
+    or ``""``.
     """
 
     path: str
@@ -450,6 +455,8 @@ class RecordedRequest:
     status: int = 0
     served: str = ""
     source: str = ""
+    #: ``time.monotonic()`` when the request arrived (to check retry delays).
+    received_at: float = field(default_factory=time.monotonic)
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -1051,6 +1058,11 @@ class MockClaude:
         with self._lock:
             return len(self._global) + sum(len(q) for q in self._keyed.values())
 
+    def remaining_for(self, marker: str) -> int:
+        """Items left in one keyed script."""
+        with self._lock:
+            return len(self._keyed.get(marker, ()))
+
     @property
     def requests(self) -> list[RecordedRequest]:
         """Every request received, in arrival order (a snapshot copy of the list)."""
@@ -1178,7 +1190,7 @@ class MockClaude:
                 400,
                 "invalid_request_error",
                 f"mock-claude: default responder raised {exc!r}",
-                served="invalid",
+                served="default_error",
                 headers={"x-should-retry": "false"},
             )
         record.source = source
@@ -1302,9 +1314,7 @@ class MockClaude:
                     transport.close()
                 return response
             if cut_off == "error" and error is not None:
-                await response.write(
-                    _sse({"type": "error", "error": {"type": error.error_type, "message": error.message}})
-                )
+                await response.write(_sse(_error_body(error.error_type, error.message, _new_request_id())))
             await response.write_eof()
         except ConnectionError:
             log.debug("mock-claude: client went away mid-stream")

@@ -1,0 +1,131 @@
+"""A worker killed with SIGKILL mid-turn, restarted: the session resumes within seconds (heartbeats
+detect the lost worker) and finishes with no event lost or duplicated."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from managed_agents.client import SessionClient
+from managed_agents.testing.mock_claude import Fault, Turn
+from tests.helpers import marker, session_input
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_worker(env_client, mock, settings) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "ANTHROPIC_API_KEY": "sk-test-not-a-secret",
+        "ANTHROPIC_BASE_URL": mock.base_url,
+        "TEMPORAL_ADDRESS": env_client.service_client.config.target_host,
+        "TEMPORAL_NAMESPACE": env_client.namespace,
+        "MANAGED_AGENTS_LOG_FORMAT": "json",
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "worker.py"),
+            "--task-queue",
+            settings.task_queue,
+            "--data-dir",
+            str(settings.data_dir),
+            "--sandbox-id",
+            settings.sandbox_id,
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def wait_until(predicate, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+def assert_log_is_clean(events) -> None:
+    seqs = [e.seq for e in events]
+    assert seqs == list(range(len(seqs))), "no gaps, no duplicates, in order"
+    assert len({e.id for e in events}) == len(events)
+
+
+async def test_sigkill_mid_model_request_then_restart(temporal_env, mock_claude, settings) -> None:
+    m = marker()
+    mock_claude.script_for(
+        m,
+        Turn.tool_use("write", {"file_path": "a.txt", "content": "one"}),
+        Fault.slow(60, then=Turn.text("lost with the worker")),  # the request the kill interrupts
+        Turn.tool_use("bash", {"command": "cat a.txt"}),  # the retry on the new worker
+        Turn.text("finished after the crash"),
+    )
+    sessions = SessionClient(temporal_env.client, settings.task_queue)
+    worker = start_worker(temporal_env.client, mock_claude, settings)
+    try:
+        handle = await sessions.create(session_input(f"{m} survive", options={"heartbeat_timeout_seconds": 3}))
+        await wait_until(lambda: _requests(mock_claude, m, 2))
+        await asyncio.sleep(0.5)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        killed_at = asyncio.get_running_loop().time()
+        worker = start_worker(temporal_env.client, mock_claude, settings)
+        await wait_until(lambda: _requests(mock_claude, m, 3), timeout=30)
+        resumed_after = asyncio.get_running_loop().time() - killed_at
+        assert resumed_after < 15, f"the lost request was retried {resumed_after:.1f}s after the kill"
+        result = await asyncio.wait_for(handle.result(), 60)
+        assert result.final_message == "finished after the crash"
+        events = await handle.events()
+        assert_log_is_clean(events)
+        messages = [e.model_extra["content"][0]["text"] for e in events if e.type == "agent.message"]
+        assert messages == ["finished after the crash"], "the lost response never reached the log"
+        results = [e.model_extra["content"][0]["text"] for e in events if e.type == "agent.tool_result"]
+        assert results == ["wrote 3 bytes to a.txt", "one"]
+        assert [e.type for e in events].count("agent.tool_use") == 2
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+async def test_sigkill_mid_tool_call_then_restart(temporal_env, mock_claude, settings) -> None:
+    m = marker()
+    mock_claude.script_for(
+        m,
+        Turn.tool_use("bash", {"command": "if [ -e once ]; then echo again; else touch once; echo started > log.txt; sleep 30; fi"}),
+        Turn.text("done"),
+    )
+    sessions = SessionClient(temporal_env.client, settings.task_queue)
+    worker = start_worker(temporal_env.client, mock_claude, settings)
+    workspace = settings.data_dir / "workspaces"
+    try:
+        body = session_input(f"{m} survive", options={"heartbeat_timeout_seconds": 3})
+        body["agent"]["tools"] = [{"type": "agent_toolset_20260401"}]
+        handle = await sessions.create(body)
+
+        async def tool_started() -> bool:
+            return any(p.read_text().startswith("started") for p in workspace.glob("*/log.txt"))
+
+        await wait_until(tool_started)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        worker = start_worker(temporal_env.client, mock_claude, settings)
+        # The retried command runs again on the restarted worker (tools are at-least-once).
+        result = await asyncio.wait_for(handle.result(), 90)
+        assert result.final_message == "done"
+        events = await handle.events()
+        assert_log_is_clean(events)
+        [tool_result] = [e.model_extra for e in events if e.type == "agent.tool_result"]
+        assert tool_result["content"][0]["text"].strip() == "again"
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+async def _requests(mock, m, n) -> bool:
+    return len(mock.requests_for(m)) >= n
