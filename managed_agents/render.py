@@ -1,0 +1,107 @@
+"""Terminal rendering of session events, for following a session live."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from managed_agents.models.events import SessionEvent
+from managed_agents.models.session import SessionObject
+
+MAX_LINES = 6
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = text.replace("\n", "⏎ ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _blocks_text(blocks: list[dict[str, Any]] | None) -> str:
+    return "\n".join(b.get("text", f"[{b.get('type')}]") for b in blocks or [])
+
+
+def _clip_lines(text: str) -> str:
+    lines = text.rstrip("\n").splitlines() or [""]
+    more = f"\n… {len(lines) - MAX_LINES} more lines" if len(lines) > MAX_LINES else ""
+    return "\n".join(lines[:MAX_LINES]) + more
+
+
+def render_event(console: Console, event: SessionEvent, session_id: str) -> None:
+    e = event.model_extra or {}
+    kind = event.type
+    if kind == "user.message":
+        console.print(f"[bold cyan]▶ user[/] {escape(_blocks_text(e.get('content')))}")
+    elif kind == "agent.message":
+        console.print(f"[bold green]◀ agent[/] {escape(_blocks_text(e.get('content')))}")
+    elif kind == "agent.thinking":
+        console.print("[dim]  … thinking[/]")
+    elif kind == "agent.tool_use":
+        note = ""
+        if e.get("evaluated_permission") == "ask":
+            note = f"\n    [yellow]needs confirmation:[/] managed-agents confirm {session_id} {event.id} --allow|--deny"
+        elif e.get("evaluated_permission") == "deny":
+            note = " [red](not available)[/]"
+        console.print(f"[magenta]⚙ {escape(str(e.get('name')))}[/] {escape(_short(e.get('input')))}{note}")
+    elif kind == "agent.custom_tool_use":
+        console.print(
+            f"[magenta]⚙ {escape(str(e.get('name')))} (custom)[/] {escape(_short(e.get('input')))}\n"
+            f"    [yellow]needs a result:[/] managed-agents tool-result {session_id} {event.id} '<text>'"
+        )
+    elif kind == "agent.tool_result":
+        style = "red" if e.get("is_error") else "dim"
+        text = _clip_lines(_blocks_text(e.get("content")))
+        console.print("\n".join(f"[{style}]  ↳ {escape(line)}[/]" for line in text.splitlines()))
+    elif kind == "session.status_idle":
+        reason = e.get("stop_reason", {})
+        console.print(f"[bold]■ idle[/] ({reason.get('type')})")
+    elif kind == "session.status_running":
+        console.print("[bold]● running[/]")
+    elif kind == "session.status_rescheduled":
+        console.print("[yellow]↻ rescheduled (retrying)[/]")
+    elif kind == "session.status_terminated":
+        console.print("[bold]✔ terminated[/]")
+    elif kind == "session.error":
+        err = e.get("error", {})
+        status = err.get("retry_status", {}).get("type")
+        console.print(f"[red]✖ {escape(str(err.get('type')))} ({status}): {escape(str(err.get('message')))}[/]")
+    elif kind == "span.model_request_end":
+        u = e.get("model_usage", {})
+        console.print(
+            f"[dim]  model: {u.get('input_tokens', 0)} in, {u.get('output_tokens', 0)} out, "
+            f"{u.get('cache_read_input_tokens', 0)} cache read, {u.get('cache_creation_input_tokens', 0)} cache write[/]"
+        )
+    elif kind == "session.usage":
+        usage = e.get("usage", {})
+        cost = (usage.get("list_cost") or {}).get("amount", "0")
+        console.print(
+            f"[dim]  usage: {usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out, "
+            f"{usage.get('cache_read_input_tokens', 0)} cache read, list cost ${int(cost) / 100:.2f}[/]"
+        )
+    elif kind == "agent.thread_context_compacted":
+        console.print("[dim]  (older tool results cleared from context)[/]")
+
+
+def session_table(session: SessionObject, ui_url: str | None = None) -> Table:
+    table = Table(title=f"session {session.id}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("status", session.status)
+    table.add_row("stop reason", session.stop_reason.type if session.stop_reason else "-")
+    table.add_row("final message", session.final_message or "-")
+    u = session.usage
+    table.add_row(
+        "tokens",
+        f"{u.input_tokens} in, {u.output_tokens} out, {u.cache_read_input_tokens} cache read, "
+        f"{u.cache_creation.ephemeral_5m_input_tokens + u.cache_creation.ephemeral_1h_input_tokens} cache write",
+    )
+    table.add_row("list cost", f"${int(u.list_cost.amount) / 100:.2f}" if u.list_cost else "-")
+    table.add_row("events", str(session.event_count))
+    table.add_row("active seconds", f"{session.stats.active_seconds:.1f}")
+    if ui_url:
+        table.add_row("Temporal UI", f"{ui_url}/namespaces/default/workflows/{session.id}")
+    return table
