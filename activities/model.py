@@ -56,7 +56,9 @@ class ModelActivities:
         info = activity.info()
         bound = log.bind(session_id=inp.session_id, step=inp.step, activity="model_request", attempt=info.attempt)
         agent = await self._agent(inp.agent_ref)
-        new = [await asyncio.to_thread(self.store.resolve_refs, inp.session_id, m.model_dump()) for m in inp.new_messages]
+        new = [
+            await asyncio.to_thread(self.store.resolve_refs, inp.session_id, m.model_dump()) for m in inp.new_messages
+        ]
         await asyncio.to_thread(
             self.store.write_messages, inp.session_id, inp.transcript_len, new, step=inp.step, attempt=info.attempt
         )

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from temporalio import activity
 
@@ -64,10 +66,11 @@ class SandboxActivities:
             task_queue=sandbox_private_queue(self.task_queue, self.sandbox_id), sandbox_id=self.sandbox_id
         )
 
-    def activities(self) -> list[object]:
-        return [self.provision, *[self._tool_activity(name) for name in TOOL_NAMES]]
+    def tool_activities(self) -> list[Callable[..., Any]]:
+        """One activity per built-in tool, so Temporal's UI and metrics show tool names."""
+        return [self._tool_activity(name) for name in TOOL_NAMES]
 
-    def _tool_activity(self, tool: str) -> object:
+    def _tool_activity(self, tool: str) -> Callable[..., Any]:
         @activity.defn(name=tool_activity_name(tool))
         async def run(inp: ToolCallInput) -> ToolCallResult:
             return await self._run(tool, inp)

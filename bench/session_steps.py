@@ -299,7 +299,11 @@ class Bench:
         self.mock = mock
         self.client = client
         self.settings = WorkerSettings(
-            task_queue=TASK_QUEUE, data_dir=tmp / "data", sandbox_id=SANDBOX_ID, log_format="console", log_level="WARNING"
+            task_queue=TASK_QUEUE,
+            data_dir=tmp / "data",
+            sandbox_id=SANDBOX_ID,
+            log_format="console",
+            log_level="WARNING",
         )
         self.store = SessionStore(self.settings.resolved_store_url())
         self.sdk = anthropic.AsyncAnthropic(api_key=API_KEY, base_url=mock.base_url, max_retries=0)
@@ -383,7 +387,9 @@ class Bench:
         limits = ToolLimits()
         start = time.perf_counter()
         messages: list[dict[str, Any]] = []
-        pending: list[dict[str, Any]] = [b.model_dump(mode="json", exclude_none=True) for b in params.initial_events[0].content]
+        pending: list[dict[str, Any]] = [
+            b.model_dump(mode="json", exclude_none=True) for b in params.initial_events[0].content
+        ]
         cleared = 0
         done = 0
         async with self.progress(f"plain {steps}", steps):
@@ -406,7 +412,12 @@ class Bench:
                     if outcome.is_error or len(outcome.content[0].get("text", "")) < 4096:
                         return RunResult("plain", steps, time.perf_counter() - start, False, f"tool failed: {outcome}")
                     pending.append(
-                        {"type": "tool_result", "tool_use_id": block["id"], "content": outcome.content, "is_error": False}
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": block["id"],
+                            "content": outcome.content,
+                            "is_error": False,
+                        }
                     )
                 done += 1
         elapsed = time.perf_counter() - start
@@ -453,7 +464,7 @@ class Bench:
                 return await self.run_plain(steps)
             async with self.workers(kind):
                 return await (self.run_floor(steps) if kind == "floor" else self.run_engine(steps))
-        except Exception as err:  # noqa: BLE001 - reported as a failed run
+        except Exception as err:
             traceback.print_exc()
             return RunResult(kind, steps, float("nan"), False, f"{type(err).__name__}: {err}")
 
@@ -551,7 +562,9 @@ async def amain(args: argparse.Namespace) -> int:
     env: WorkflowEnvironment | None = None
     t0 = time.perf_counter()
     try:
-        print(f"[bench] temp dir {tmp}; starting mock Claude (latency {args.latency}s) and a fresh dev server", flush=True)
+        print(
+            f"[bench] temp dir {tmp}; starting mock Claude (latency {args.latency}s) and a fresh dev server", flush=True
+        )
         mock.start()
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(temporal_cli_path()),
@@ -608,40 +621,75 @@ async def amain(args: argparse.Namespace) -> int:
             h = hist[kind].get(steps)
             return h["bytes_per_step_at"].get(steps) if h else None
 
-        table = Table(title=f"Session steps: per-step cost (mock latency {args.latency * 1000:.0f} ms, medians of {args.reps})")
-        for col in ("steps", "plain ms/step", "floor ms/step", "engine ms/step", "engine/floor", "floor B/step",
-                    "engine B/step", "engine/floor B", "engine runs", "engine history"):
+        table = Table(
+            title=f"Session steps: per-step cost (mock latency {args.latency * 1000:.0f} ms, medians of {args.reps})"
+        )
+        for col in (
+            "steps",
+            "plain ms/step",
+            "floor ms/step",
+            "engine ms/step",
+            "engine/floor",
+            "floor B/step",
+            "engine B/step",
+            "engine/floor B",
+            "engine runs",
+            "engine history",
+        ):
             table.add_column(col, justify="right")
-        figures: dict[str, Any] = {"latency_s": args.latency, "reps": args.reps, "steps": {}, "cpus": os.cpu_count(),
-                                   "python": platform.python_version()}
+        figures: dict[str, Any] = {
+            "latency_s": args.latency,
+            "reps": args.reps,
+            "steps": {},
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        }
         for steps in args.step_list:
             p, f, e = (median_per_step(k, steps) for k in kinds)
             fb, eb = bps("floor", steps), bps("engine", steps)
             eh = hist["engine"].get(steps) or {}
             table.add_row(
-                str(steps), fmt_ms(p), fmt_ms(f), fmt_ms(e),
+                str(steps),
+                fmt_ms(p),
+                fmt_ms(f),
+                fmt_ms(e),
                 f"{e / f:.2f}x" if e and f else "-",
-                fmt_bytes(fb), fmt_bytes(eb),
+                fmt_bytes(fb),
+                fmt_bytes(eb),
                 f"{eb / fb:.2f}x" if eb and fb else "-",
                 str(eh.get("runs", "-")),
                 f"{eh['total_bytes'] / 1e6:.2f} MB" if eh else "-",
             )
             figures["steps"][str(steps)] = {
-                "ms_per_step": {k: (lambda v: None if v is None else round(v * 1000, 3))(median_per_step(k, steps)) for k in kinds},
-                "ms_per_step_runs": {k: [round(r.per_step * 1000, 3) if r.ok else None for r in results[k][steps]] for k in kinds},
+                "ms_per_step": {
+                    k: (lambda v: None if v is None else round(v * 1000, 3))(median_per_step(k, steps)) for k in kinds
+                },
+                "ms_per_step_runs": {
+                    k: [round(r.per_step * 1000, 3) if r.ok else None for r in results[k][steps]] for k in kinds
+                },
                 "history_bytes_per_step": {"floor": fb, "engine": eb},
                 "history": {k: hist[k].get(steps) for k in ("floor", "engine")},
             }
         if long_result is not None:
             lb = (long_hist or {}).get("bytes_per_step_at", {}).get(args.long)
             table.add_row(
-                f"{args.long} (long)", "-", "-", fmt_ms(long_result.per_step) if long_result.ok else "FAILED", "-", "-",
-                fmt_bytes(lb), "-", str((long_hist or {}).get("runs", "-")),
+                f"{args.long} (long)",
+                "-",
+                "-",
+                fmt_ms(long_result.per_step) if long_result.ok else "FAILED",
+                "-",
+                "-",
+                fmt_bytes(lb),
+                "-",
+                str((long_hist or {}).get("runs", "-")),
                 f"{long_hist['total_bytes'] / 1e6:.2f} MB" if long_hist else "-",
             )
             figures["long"] = {
-                "steps": args.long, "ok": long_result.ok, "error": long_result.error,
-                "seconds": round(long_result.seconds, 3), "ms_per_step": round(long_result.per_step * 1000, 3),
+                "steps": args.long,
+                "ok": long_result.ok,
+                "error": long_result.error,
+                "seconds": round(long_result.seconds, 3),
+                "ms_per_step": round(long_result.per_step * 1000, 3),
                 "history": long_hist,
             }
         console.print(table)
@@ -649,31 +697,63 @@ async def amain(args: argparse.Namespace) -> int:
         # --- targets ---
         targets: list[tuple[str, bool, str]] = []
         failed_runs = [r for k in kinds for n in args.step_list for r in results[k][n] if not r.ok]
-        targets.append(("every session completed", not failed_runs,
-                        "; ".join(f"{r.kind} {r.steps}: {r.error}" for r in failed_runs) or "all ok"))
+        targets.append(
+            (
+                "every session completed",
+                not failed_runs,
+                "; ".join(f"{r.kind} {r.steps}: {r.error}" for r in failed_runs) or "all ok",
+            )
+        )
         top = max(args.step_list)
         f_top, e_top = median_per_step("floor", top), median_per_step("engine", top)
         ratio = e_top / f_top if e_top and f_top else float("inf")
         ratios = ", ".join(
             f"{n}: {median_per_step('engine', n) / median_per_step('floor', n):.2f}x"  # type: ignore[operator]
-            for n in args.step_list if median_per_step("engine", n) and median_per_step("floor", n)
+            for n in args.step_list
+            if median_per_step("engine", n) and median_per_step("floor", n)
         )
-        targets.append((f"engine time/step <= floor time/step at {top} steps", ratio <= 1.0,
-                        f"ratio {ratio:.2f} (engine {fmt_ms(e_top)} ms vs floor {fmt_ms(f_top)} ms; all: {ratios})"))
+        targets.append(
+            (
+                f"engine time/step <= floor time/step at {top} steps",
+                ratio <= 1.0,
+                f"ratio {ratio:.2f} (engine {fmt_ms(e_top)} ms vs floor {fmt_ms(f_top)} ms; all: {ratios})",
+            )
+        )
         engine_bps = {n: bps("engine", n) for n in args.step_list}
         values = [v for v in engine_bps.values() if v]
         spread = max(values) / min(values) - 1 if len(values) == len(args.step_list) else float("inf")
-        targets.append(("engine history/step constant across turns (within 10%)", spread <= 0.10,
-                        "spread {:.1%}: {}".format(spread, ", ".join(f"{n}: {fmt_bytes(v)} B" for n, v in engine_bps.items()))))
-        vs_floor = {n: (engine_bps[n] / bps("floor", n)) if engine_bps[n] and bps("floor", n) else float("inf") for n in args.step_list}
-        targets.append(("engine history/step <= 1.5x floor's", all(v <= 1.5 for v in vs_floor.values()),
-                        ", ".join(f"{n}: {v:.2f}x" for n, v in vs_floor.items())))
+        targets.append(
+            (
+                "engine history/step constant across turns (within 10%)",
+                spread <= 0.10,
+                "spread {:.1%}: {}".format(spread, ", ".join(f"{n}: {fmt_bytes(v)} B" for n, v in engine_bps.items())),
+            )
+        )
+        vs_floor = {
+            n: (engine_bps[n] / bps("floor", n)) if engine_bps[n] and bps("floor", n) else float("inf")
+            for n in args.step_list
+        }
+        targets.append(
+            (
+                "engine history/step <= 1.5x floor's",
+                all(v <= 1.5 for v in vs_floor.values()),
+                ", ".join(f"{n}: {v:.2f}x" for n, v in vs_floor.items()),
+            )
+        )
         if args.long:
-            targets.append((f"long engine session of {args.long} steps completes", bool(long_result and long_result.ok),
-                            (f"{long_result.seconds:.0f} s, {(long_hist or {}).get('runs', '?')} runs, max run "
-                             f"{(long_hist or {}).get('max_run_bytes', 0) / 1e6:.2f} MB / "
-                             f"{(long_hist or {}).get('max_run_events', '?')} events")
-                            if long_result and long_result.ok else (long_result.error if long_result else "not run")))
+            targets.append(
+                (
+                    f"long engine session of {args.long} steps completes",
+                    bool(long_result and long_result.ok),
+                    (
+                        f"{long_result.seconds:.0f} s, {(long_hist or {}).get('runs', '?')} runs, max run "
+                        f"{(long_hist or {}).get('max_run_bytes', 0) / 1e6:.2f} MB / "
+                        f"{(long_hist or {}).get('max_run_events', '?')} events"
+                    )
+                    if long_result and long_result.ok
+                    else (long_result.error if long_result else "not run"),
+                )
+            )
         for name, ok, detail in targets:
             console.print(f"{'[green]PASS[/green]' if ok else '[red]FAIL[/red]'}  {name}: {detail}")
         console.print(PYDANTIC_AI_NOTE)
@@ -701,7 +781,7 @@ def main() -> None:
         code = asyncio.run(amain(args))
     except KeyboardInterrupt:
         code = 130
-    except Exception:  # noqa: BLE001
+    except Exception:
         traceback.print_exc()
         code = 2
     sys.stdout.flush()

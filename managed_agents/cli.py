@@ -35,7 +35,7 @@ SessionId = Annotated[str, typer.Argument(help="Session id (= workflow id)")]
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
-    except (WorkflowUpdateFailedError,) as err:
+    except WorkflowUpdateFailedError as err:
         err_console.print(f"[red]rejected:[/] {err.cause}")
         raise typer.Exit(2) from None
     except RPCError as err:
@@ -96,11 +96,11 @@ def start(
     body: dict[str, Any] = _load_json(input, "--input") if input else {}
     if agent:
         body["agent"] = _load_json(agent, "--agent")
-    body.setdefault(
-        "agent", {"name": "assistant", "model": model, "tools": [{"type": "agent_toolset_20260401"}]}
-    )
+    body.setdefault("agent", {"name": "assistant", "model": model, "tools": [{"type": "agent_toolset_20260401"}]})
     if message:
-        body.setdefault("initial_events", []).append({"type": "user.message", "content": [{"type": "text", "text": message}]})
+        body.setdefault("initial_events", []).append(
+            {"type": "user.message", "content": [{"type": "text", "text": message}]}
+        )
     if keep_alive:
         body.setdefault("options", {})["keep_alive"] = True
     try:

@@ -136,7 +136,9 @@ class SessionClient:
     ) -> SessionClient:
         return cls(await connect(address, namespace), task_queue)
 
-    async def create(self, params: dict[str, Any] | SessionCreateParams, *, session_id: str | None = None) -> SessionHandle:
+    async def create(
+        self, params: dict[str, Any] | SessionCreateParams, *, session_id: str | None = None
+    ) -> SessionHandle:
         """``client.beta.sessions.create``: validates locally first, so mistakes fail here, not in the worker."""
         if isinstance(params, SessionCreateParams):
             body = params.model_dump(mode="json", exclude_unset=True)

@@ -40,7 +40,9 @@ class WorkerSettings(BaseSettings):
     store_url: str | None = Field(
         None, description="SQLAlchemy URL of the session log store (default: SQLite in data_dir)"
     )
-    workspace_root: Path | None = Field(None, description="Where session workspaces live (default: data_dir/workspaces)")
+    workspace_root: Path | None = Field(
+        None, description="Where session workspaces live (default: data_dir/workspaces)"
+    )
     sandbox_id: str = Field(default_factory=lambda: socket.gethostname(), min_length=1, max_length=100)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"

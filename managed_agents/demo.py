@@ -61,7 +61,9 @@ async def run_demo(
         settings = WorkerSettings(data_dir=data_dir)
         workers = build_workers(client, settings, client_factory=lambda _m: model_client)
         worker_task = asyncio.create_task(run_workers(workers, stop))
-        console.print(f"[bold]Worker:[/] running (task queue {settings.task_queue}, workspaces in {data_dir / 'workspaces'})")
+        console.print(
+            f"[bold]Worker:[/] running (task queue {settings.task_queue}, workspaces in {data_dir / 'workspaces'})"
+        )
 
         sessions = SessionClient(client, settings.task_queue)
         session_id = new_session_id()

@@ -10,8 +10,8 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import sysconfig
+import time
 from pathlib import Path
 
 

@@ -73,7 +73,8 @@ def render_event(console: Console, event: SessionEvent, session_id: str) -> None
         u = e.get("model_usage", {})
         console.print(
             f"[dim]  model: {u.get('input_tokens', 0)} in, {u.get('output_tokens', 0)} out, "
-            f"{u.get('cache_read_input_tokens', 0)} cache read, {u.get('cache_creation_input_tokens', 0)} cache write[/]"
+            f"{u.get('cache_read_input_tokens', 0)} cache read, "
+            f"{u.get('cache_creation_input_tokens', 0)} cache write[/]"
         )
     elif kind == "session.usage":
         usage = e.get("usage", {})

@@ -181,9 +181,7 @@ class SessionStore:
                         transcript_messages,
                         row,
                         ["session_id", "idx"],
-                        lambda t, new: sa.or_(
-                            new.step > t.step, sa.and_(new.step == t.step, new.attempt >= t.attempt)
-                        ),
+                        lambda t, new: sa.or_(new.step > t.step, sa.and_(new.step == t.step, new.attempt >= t.attempt)),
                     )
                 )
 
@@ -209,9 +207,7 @@ class SessionStore:
                         transcript_messages.c.role,
                         transcript_messages.c.content,
                         transcript_messages.c.sha,
-                    ).where(
-                        transcript_messages.c.session_id == session_id, transcript_messages.c.idx.in_(missing)
-                    )
+                    ).where(transcript_messages.c.session_id == session_id, transcript_messages.c.idx.in_(missing))
                 ).all()
                 with self._lock:
                     for r in rows:

@@ -39,7 +39,7 @@ def build_workers(
 ) -> list[Worker]:
     store = store or SessionStore(settings.resolved_store_url())
     workers: list[Worker] = []
-    common = {"max_concurrent_activities": settings.max_concurrent_activities}
+    limit = settings.max_concurrent_activities
     if settings.role in ("all", "brain"):
         model = ModelActivities(store, client_factory)
         workers.append(
@@ -49,7 +49,7 @@ def build_workers(
                 workflows=WORKFLOWS,
                 activities=[model.register_session, model.model_request],
                 max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
-                **common,  # type: ignore[arg-type]
+                max_concurrent_activities=limit,
             )
         )
     if settings.role in ("all", "sandbox"):
@@ -60,14 +60,19 @@ def build_workers(
             sandbox_id=settings.sandbox_id,
         )
         workers.append(
-            Worker(client, task_queue=sandbox_shared_queue(settings.task_queue), activities=[sandbox.provision], **common)  # type: ignore[arg-type]
+            Worker(
+                client,
+                task_queue=sandbox_shared_queue(settings.task_queue),
+                activities=[sandbox.provision],
+                max_concurrent_activities=limit,
+            )
         )
         workers.append(
             Worker(
                 client,
                 task_queue=sandbox_private_queue(settings.task_queue, settings.sandbox_id),
-                activities=sandbox.activities()[1:],  # type: ignore[arg-type]
-                **common,  # type: ignore[arg-type]
+                activities=sandbox.tool_activities(),
+                max_concurrent_activities=limit,
             )
         )
     return workers
@@ -92,7 +97,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--task-queue", help="workflow task queue (default: managed-agents)")
     parser.add_argument("--role", choices=["all", "brain", "sandbox"], help="which part to run (default: all)")
     parser.add_argument("--data-dir", help="where the SQLite store and workspaces live (default: ./.managed-agents)")
-    parser.add_argument("--store-url", help="SQLAlchemy URL of the session log store (sqlite:/// or postgresql+psycopg://)")
+    parser.add_argument(
+        "--store-url", help="SQLAlchemy URL of the session log store (sqlite:/// or postgresql+psycopg://)"
+    )
     parser.add_argument("--workspace-root", help="directory holding session workspaces")
     parser.add_argument("--sandbox-id", help="stable id of this sandbox worker (default: hostname)")
     parser.add_argument("--log-format", choices=["auto", "json", "console"])
@@ -122,7 +129,11 @@ async def amain(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     settings = settings_from_args(args)
     configure_logging(settings.log_format, settings.log_level)
-    if settings.role != "sandbox" and not os.environ.get("ANTHROPIC_API_KEY") and not os.environ.get("ANTHROPIC_AUTH_TOKEN"):
+    if (
+        settings.role != "sandbox"
+        and not os.environ.get("ANTHROPIC_API_KEY")
+        and not os.environ.get("ANTHROPIC_AUTH_TOKEN")
+    ):
         log.warning("ANTHROPIC_API_KEY is not set: model requests will fail unless ANTHROPIC_BASE_URL points at a mock")
     client = await connect(args.address, args.namespace)
     workers = build_workers(client, settings)

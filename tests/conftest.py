@@ -85,7 +85,9 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(temporal_env: WorkflowEnvironment, settings: WorkerSettings, mock_claude: MockClaude) -> AsyncIterator[Harness]:
+async def harness(
+    temporal_env: WorkflowEnvironment, settings: WorkerSettings, mock_claude: MockClaude
+) -> AsyncIterator[Harness]:
     h = Harness(temporal_env.client, settings, mock_claude)
     async with h.worker():
         yield h

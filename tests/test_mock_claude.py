@@ -129,9 +129,7 @@ def test_tool_use_round_trip(mock: MockClaude, client: Anthropic) -> None:
     ]
     second = ask(client, transcript, tools=tools)
     assert second.content[0].type == "text" and first_text(second) == "Sunny."
-    assert mock.requests[-1].tool_results == [
-        {"type": "tool_result", "tool_use_id": call.id, "content": "22C"}
-    ]
+    assert mock.requests[-1].tool_results == [{"type": "tool_result", "tool_use_id": call.id, "content": "22C"}]
 
 
 def test_parallel_tool_uses_and_explicit_ids(mock: MockClaude, client: Anthropic) -> None:
@@ -162,9 +160,7 @@ def test_thinking_and_explicit_stop_reasons(mock: MockClaude, client: Anthropic)
     assert (thinking.thinking, thinking.signature) == ("let me think", "mock-sig")
     assert text.type == "text" and text.text == "42"
     # The thinking block goes back in the transcript, like a real engine does with tool use.
-    assert ask(client, [*HELLO, as_param(message), {"role": "user", "content": "go on"}]).stop_reason == (
-        "max_tokens"
-    )
+    assert ask(client, [*HELLO, as_param(message), {"role": "user", "content": "go on"}]).stop_reason == ("max_tokens")
     assert ask(client).stop_reason == "refusal"
     with pytest.raises(ValueError):
         Turn.text("x", stop_reason="bogus")
@@ -180,9 +176,7 @@ STREAM_TURNS = {
     ),
     "empty_input": lambda: Turn.tool_use("noop", {}, id="toolu_empty"),
     "parallel": lambda: Turn.tool_uses([("a", {"x": 1}, "toolu_a"), ("b", {"y": "two"}, "toolu_b")]),
-    "thinking": lambda: Turn.tool_use(
-        "t", {"q": "why"}, id="toolu_t", thinking="First, consider the problem."
-    ),
+    "thinking": lambda: Turn.tool_use("t", {"q": "why"}, id="toolu_t", thinking="First, consider the problem."),
     "max_tokens": lambda: Turn.text("cut", stop_reason="max_tokens"),
 }
 
@@ -199,9 +193,7 @@ def test_streaming_equals_non_streaming(mock: MockClaude, client: Anthropic, nam
 
 
 async def test_streaming_async_and_raw_events(mock: MockClaude) -> None:
-    turn = Turn.tool_use(
-        "search", {"query": "a fairly long query string to split"}, id="toolu_x", thinking="hm"
-    )
+    turn = Turn.tool_use("search", {"query": "a fairly long query string to split"}, id="toolu_x", thinking="hm")
     mock.add(turn, turn)
     client = AsyncAnthropic(base_url=mock.base_url, api_key="k", max_retries=0)
     try:
@@ -253,9 +245,7 @@ def test_rate_limited(mock: MockClaude, client: Anthropic) -> None:
     ("fault", "status", "error_type"),
     [(Fault.overloaded(), 529, "overloaded_error"), (Fault.server_error(), 500, "api_error")],
 )
-def test_server_side_errors(
-    mock: MockClaude, client: Anthropic, fault: Fault, status: int, error_type: str
-) -> None:
+def test_server_side_errors(mock: MockClaude, client: Anthropic, fault: Fault, status: int, error_type: str) -> None:
     mock.add(fault)
     with pytest.raises(anthropic.InternalServerError) as info:
         ask(client)
@@ -494,8 +484,7 @@ def test_transcript_validation(mock: MockClaude, client: Anthropic) -> None:
                 {
                     "role": "user",
                     "content": [
-                        {"type": "text", "text": str(i), "cache_control": {"type": "ephemeral"}}
-                        for i in range(5)
+                        {"type": "text", "text": str(i), "cache_control": {"type": "ephemeral"}} for i in range(5)
                     ],
                 }
             ],
@@ -644,9 +633,7 @@ def test_cache_lookback_limit() -> None:
     with MockClaude(Turn.text("a"), Turn.text("b"), cache_lookback_blocks=2) as limited:
         sdk = Anthropic(base_url=limited.base_url, api_key="k", max_retries=0)
         ask(sdk, [{"role": "user", "content": [text("q", cache_control=EPHEMERAL)]}])
-        later = [
-            {"role": "user", "content": [text("q"), text("w"), text("e"), text("r", cache_control=EPHEMERAL)]}
-        ]
+        later = [{"role": "user", "content": [text("q"), text("w"), text("e"), text("r", cache_control=EPHEMERAL)]}]
         assert ask(sdk, later).usage.cache_read_input_tokens == 0  # hit is 3 blocks back: too far
         sdk.close()
 

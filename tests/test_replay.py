@@ -34,7 +34,10 @@ async def record_session(harness) -> WorkflowHistory:
     m = marker()
     ask = agent(
         tools=[
-            {"type": "agent_toolset_20260401", "configs": [{"name": "write", "permission_policy": {"type": "always_ask"}}]},
+            {
+                "type": "agent_toolset_20260401",
+                "configs": [{"name": "write", "permission_policy": {"type": "always_ask"}}],
+            },
             {"type": "custom", "name": "lookup", "description": "Look up a fact", "input_schema": {"type": "object"}},
         ]
     )

@@ -299,9 +299,9 @@ async def test_read_single_huge_line_is_cut(ws: Path) -> None:
     text = await ok(ws, "read", {"file_path": "min.js"}, ToolLimits(max_read_bytes=100))
     assert text.startswith("x" * 100) and "x" * 101 not in text
     assert "line 1 is longer than" in text
-    assert await ok(
-        ws, "read", {"file_path": "min.js", "view_range": [2, 2]}, ToolLimits(max_read_bytes=100)
-    ) == ("second\n")
+    assert await ok(ws, "read", {"file_path": "min.js", "view_range": [2, 2]}, ToolLimits(max_read_bytes=100)) == (
+        "second\n"
+    )
 
 
 async def test_read_empty_file(ws: Path) -> None:
@@ -372,9 +372,7 @@ async def test_read_images_and_pdf(ws: Path) -> None:
     # a .png that is not an image is just read as text
     assert await ok(ws, "read", {"file_path": "fake.png"}) == "just text\n"
     # media over the cap
-    assert "cannot be returned" in await err(
-        ws, "read", {"file_path": "img.png"}, ToolLimits(max_media_bytes=10)
-    )
+    assert "cannot be returned" in await err(ws, "read", {"file_path": "img.png"}, ToolLimits(max_media_bytes=10))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -383,9 +381,7 @@ async def test_read_images_and_pdf(ws: Path) -> None:
 
 
 async def test_write_creates_parents_and_overwrites(ws: Path) -> None:
-    assert (
-        await ok(ws, "write", {"file_path": "a/b/c.txt", "content": "héllo"}) == "wrote 6 bytes to a/b/c.txt"
-    )
+    assert await ok(ws, "write", {"file_path": "a/b/c.txt", "content": "héllo"}) == "wrote 6 bytes to a/b/c.txt"
     assert (ws / "a/b/c.txt").read_text() == "héllo"
     assert await ok(ws, "write", {"file_path": "a/b/c.txt", "content": ""}) == "wrote 0 bytes to a/b/c.txt"
     assert (ws / "a/b/c.txt").read_text() == ""
@@ -438,17 +434,11 @@ async def test_edit_errors(ws: Path) -> None:
     assert "old_string not found in m.txt" in await err(
         ws, "edit", {"file_path": "m.txt", "old_string": "bye", "new_string": "x"}
     )
-    assert "identical" in await err(
-        ws, "edit", {"file_path": "m.txt", "old_string": "hello", "new_string": "hello"}
-    )
+    assert "identical" in await err(ws, "edit", {"file_path": "m.txt", "old_string": "hello", "new_string": "hello"})
     assert "old_string" in await err(ws, "edit", {"file_path": "m.txt", "old_string": "", "new_string": "x"})
-    assert "file not found: nope" in await err(
-        ws, "edit", {"file_path": "nope", "old_string": "a", "new_string": "b"}
-    )
+    assert "file not found: nope" in await err(ws, "edit", {"file_path": "nope", "old_string": "a", "new_string": "b"})
     assert "binary" in await err(ws, "edit", {"file_path": "bin", "old_string": "hello", "new_string": "x"})
-    assert "UTF-8" in await err(
-        ws, "edit", {"file_path": "latin1.txt", "old_string": "hello", "new_string": "x"}
-    )
+    assert "UTF-8" in await err(ws, "edit", {"file_path": "latin1.txt", "old_string": "hello", "new_string": "x"})
     assert "directory" in await err(ws, "edit", {"file_path": ".", "old_string": "a", "new_string": "b"})
     assert (ws / "m.txt").read_text() == "hello world\n"
 
@@ -503,9 +493,7 @@ async def test_glob_doublestar_newest_first(ws: Path) -> None:
 async def test_glob_path_and_directories(ws: Path) -> None:
     make_tree(ws)
     assert (await ok(ws, "glob", {"pattern": "*.py", "path": "src"})).splitlines() == ["src/app.py"]
-    assert (await ok(ws, "glob", {"pattern": "**/*.py", "path": "src/deep"})).splitlines() == [
-        "src/deep/er/core.py"
-    ]
+    assert (await ok(ws, "glob", {"pattern": "**/*.py", "path": "src/deep"})).splitlines() == ["src/deep/er/core.py"]
     assert (await ok(ws, "glob", {"pattern": "*.py", "path": str(ws / "src")})).splitlines() == ["src/app.py"]
     listing = (await ok(ws, "glob", {"pattern": "src/*"})).splitlines()
     assert set(listing) == {"src/app.py", "src/util.ts", "src/view.tsx", "src/deep/"}
@@ -564,9 +552,7 @@ async def test_grep_happy_path(ws: Path) -> None:
     (ws / "sub" / "bin.dat").write_bytes(b"\x00import binary\n")
     text = await ok(ws, "grep", {"pattern": r"^\s*import \w+"})
     assert text.splitlines() == ["a.py:1:import os", "a.py:3:import re", "sub/b.py:2:  import sys"]
-    assert (await ok(ws, "grep", {"pattern": "import", "path": "sub"})).splitlines() == [
-        "sub/b.py:2:  import sys"
-    ]
+    assert (await ok(ws, "grep", {"pattern": "import", "path": "sub"})).splitlines() == ["sub/b.py:2:  import sys"]
     assert (await ok(ws, "grep", {"pattern": "x = ", "path": "a.py"})).splitlines() == ["a.py:2:x = 1"]
     assert (await ok(ws, "grep", {"pattern": "import", "path": str(ws / "sub")})).splitlines() == [
         "sub/b.py:2:  import sys"
@@ -710,9 +696,7 @@ async def test_inside_symlinks_are_allowed(ws: Path) -> None:
     await ok(ws, "write", {"file_path": "newlink", "content": "n"})
     assert (ws / "real" / "new.txt").read_text() == "n"
     assert "filelink:1:edited" in (await ok(ws, "grep", {"pattern": "edited"})).splitlines()
-    assert (await ok(ws, "grep", {"pattern": "edited", "path": "dirlink"})).splitlines() == [
-        "real/f.txt:1:edited"
-    ]
+    assert (await ok(ws, "grep", {"pattern": "edited", "path": "dirlink"})).splitlines() == ["real/f.txt:1:edited"]
 
 
 async def test_workspace_given_through_a_symlink(tmp_path: Path, ws: Path) -> None:
@@ -782,9 +766,7 @@ async def test_bash_timeout_kills_process_group(ws: Path) -> None:
 async def test_bash_timeout_is_clamped(ws: Path) -> None:
     limits = ToolLimits(default_timeout_s=0.3, max_timeout_s=0.6)
     start = time.monotonic()
-    assert "timed out after 0.6 s" in await err(
-        ws, "bash", {"command": "sleep 5", "timeout_ms": 100_000}, limits
-    )
+    assert "timed out after 0.6 s" in await err(ws, "bash", {"command": "sleep 5", "timeout_ms": 100_000}, limits)
     assert "timed out after 0.3 s" in await err(ws, "bash", {"command": "sleep 5"}, limits)
     assert time.monotonic() - start < 3
 
@@ -813,9 +795,7 @@ async def test_bash_output_cap(ws: Path) -> None:
 
 async def test_bash_on_progress(ws: Path) -> None:
     calls: list[float] = []
-    outcome = await run_tool(
-        ws, "bash", {"command": "sleep 2.5; echo done"}, on_progress=lambda: calls.append(1)
-    )
+    outcome = await run_tool(ws, "bash", {"command": "sleep 2.5; echo done"}, on_progress=lambda: calls.append(1))
     assert not outcome.is_error
     assert text_of(outcome) == "done\n"
     assert 2 <= len(calls) <= 3
@@ -823,10 +803,7 @@ async def test_bash_on_progress(ws: Path) -> None:
 
 async def test_bash_restart_and_input_errors(ws: Path) -> None:
     assert await ok(ws, "bash", {"restart": True}) == "bash session restarted"
-    assert (
-        await ok(ws, "bash", {"restart": True, "command": "touch should_not_exist"})
-        == "bash session restarted"
-    )
+    assert await ok(ws, "bash", {"restart": True, "command": "touch should_not_exist"}) == "bash session restarted"
     assert not (ws / "should_not_exist").exists()
     assert "'command'" in await err(ws, "bash", {})
     assert "'command'" in await err(ws, "bash", {"restart": False})

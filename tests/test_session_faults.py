@@ -112,7 +112,12 @@ async def test_budget_reached_stops_new_requests(harness) -> None:
     long_answer = "x" * 40_000  # ~10k output tokens at $15/MTok = 15 cents
     harness.mock.script_for(
         m,
-        Turn(content=[{"type": "text", "text": long_answer}, {"type": "tool_use", "id": "toolu_b1", "name": "bash", "input": {"command": "true"}}]),
+        Turn(
+            content=[
+                {"type": "text", "text": long_answer},
+                {"type": "tool_use", "id": "toolu_b1", "name": "bash", "input": {"command": "true"}},
+            ]
+        ),
         Turn.text("never requested"),
     )
     body = session_input(f"{m} spend", budget={"type": "limit", "max_list_cost": {"amount": "5", "currency": "USD"}})
@@ -127,7 +132,9 @@ async def test_budget_reached_stops_new_requests(harness) -> None:
 async def test_budget_with_unpriced_model(harness) -> None:
     m = marker()
     harness.mock.script_for(m, Turn.tool_use("bash", {"command": "true"}), Turn.text("never"))
-    body = session_input(f"{m} spend", budget={"type": "limit", "max_list_cost": {"amount": "100000", "currency": "USD"}})
+    body = session_input(
+        f"{m} spend", budget={"type": "limit", "max_list_cost": {"amount": "100000", "currency": "USD"}}
+    )
     body["agent"]["model"] = "claude-unknown-model-9"
     handle = await harness.sessions.create(body)
     result = await handle.result()

@@ -21,17 +21,41 @@ async def start_raw(harness, body):
     [
         ({"initial_events": []}, "agent: Field required"),
         ({"agent": {"name": "a"}}, "agent.model: Field required"),
-        ({"agent": agent(), "initial_events": [{"type": "user.message"}]}, "initial_events.0.user.message.content: Field required"),
-        ({"agent": agent(), "initial_events": [{"type": "user.shout", "content": []}]}, "initial_events.0: Input tag 'user.shout'"),
-        ({"agent": agent(tools=[{"type": "agent_toolset_20260401", "configs": [{"name": "teleport"}]}])}, "configs.0.name"),
+        (
+            {"agent": agent(), "initial_events": [{"type": "user.message"}]},
+            "initial_events.0.user.message.content: Field required",
+        ),
+        (
+            {"agent": agent(), "initial_events": [{"type": "user.shout", "content": []}]},
+            "initial_events.0: Input tag 'user.shout'",
+        ),
+        (
+            {"agent": agent(tools=[{"type": "agent_toolset_20260401", "configs": [{"name": "teleport"}]}])},
+            "configs.0.name",
+        ),
         ({"agent": agent(), "metadata": {f"k{i}": "v" for i in range(17)}}, "metadata: Value error, at most 16 pairs"),
-        ({"agent": agent(), "budget": {"type": "limit", "max_list_cost": {"amount": "1.50", "currency": "USD"}}}, "budget.max_list_cost.amount"),
+        (
+            {"agent": agent(), "budget": {"type": "limit", "max_list_cost": {"amount": "1.50", "currency": "USD"}}},
+            "budget.max_list_cost.amount",
+        ),
         ({"agent": agent(), "options": {"keep_alive": "sometimes"}}, "options.keep_alive"),
         ({"agent": agent(), "colour": "blue"}, "colour: Extra inputs are not permitted"),
         ({"agent": "agent_123"}, "stored agents are not supported yet"),
         ("not an object", "expected a JSON object"),
     ],
-    ids=["no-agent", "no-model", "no-content", "bad-type", "bad-tool", "metadata", "amount", "option", "extra", "agent-id", "string"],
+    ids=[
+        "no-agent",
+        "no-model",
+        "no-content",
+        "bad-type",
+        "bad-tool",
+        "metadata",
+        "amount",
+        "option",
+        "extra",
+        "agent-id",
+        "string",
+    ],
 )
 async def test_malformed_input_fails_the_workflow_naming_the_field(harness, body, expected) -> None:
     handle = await start_raw(harness, body)
@@ -50,8 +74,21 @@ async def test_malformed_events_are_rejected_and_the_session_goes_on(harness) ->
         ([{"type": "user.message", "content": "hello"}], "events.0.user.message.content"),
         ([{"type": "user.message"}], "content: Field required"),
         ([{"type": "user.tool_confirmation", "tool_use_id": "sevt_nope", "result": "allow"}], "is not a pending"),
-        ([{"type": "user.tool_confirmation", "tool_use_id": "x", "result": "allow", "deny_message": "no"}], "deny_message is only allowed"),
-        ([{"type": "user.define_outcome", "description": "d", "rubric": {"type": "text", "content": "r"}, "max_iterations": 21}], "max_iterations"),
+        (
+            [{"type": "user.tool_confirmation", "tool_use_id": "x", "result": "allow", "deny_message": "no"}],
+            "deny_message is only allowed",
+        ),
+        (
+            [
+                {
+                    "type": "user.define_outcome",
+                    "description": "d",
+                    "rubric": {"type": "text", "content": "r"},
+                    "max_iterations": 21,
+                }
+            ],
+            "max_iterations",
+        ),
         ([], "non-empty"),
     ]
     for events, expected in cases:
@@ -76,5 +113,7 @@ def test_client_validates_before_starting() -> None:
     from managed_agents.models.session import SessionCreateParams
 
     with pytest.raises(ValidationError) as info:
-        SessionCreateParams.model_validate({"agent": agent(), "initial_events": [{"type": "user.message", "content": []}]})
+        SessionCreateParams.model_validate(
+            {"agent": agent(), "initial_events": [{"type": "user.message", "content": []}]}
+        )
     assert "initial_events.0.`user.message`.content" in str(info.value)

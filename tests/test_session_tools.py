@@ -23,7 +23,9 @@ async def wait_for(handle, predicate, timeout: float = 20.0):
 
 def idle_with(reason: str, nth: int = 1):
     def check(events):
-        idles = [e for e in events if e.type == "session.status_idle" and e.model_extra["stop_reason"]["type"] == reason]
+        idles = [
+            e for e in events if e.type == "session.status_idle" and e.model_extra["stop_reason"]["type"] == reason
+        ]
         return idles[nth - 1] if len(idles) >= nth else None
 
     return check
@@ -52,7 +54,10 @@ async def test_every_builtin_tool_over_two_turns(harness) -> None:
     assert [u.model_extra["name"] for u in uses.values()] == ["write", "edit", "read", "glob", "grep", "bash", "bash"]
     results = {e.model_extra["tool_use_id"]: e for e in events if e.type == "agent.tool_result"}
     assert set(results) == set(uses), "every tool call has exactly one result"
-    texts = {uses[k].model_extra["name"] + str(i): r.model_extra["content"][0]["text"] for i, (k, r) in enumerate(results.items())}
+    texts = {
+        uses[k].model_extra["name"] + str(i): r.model_extra["content"][0]["text"]
+        for i, (k, r) in enumerate(results.items())
+    }
     assert not any(r.model_extra["is_error"] for r in results.values()), texts
     by_name = [(uses[k].model_extra["name"], r.model_extra["content"][0]["text"]) for k, r in results.items()]
     assert ("read", "print('world')\n") in by_name
@@ -60,9 +65,16 @@ async def test_every_builtin_tool_over_two_turns(harness) -> None:
     assert any(n == "grep" and "src/app.py:1:" in t for n, t in by_name)
     assert any(n == "bash" and t.strip() == "world" for n, t in by_name)
     # The second turn's first request carries the whole first turn: one conversation.
-    second_turn = [r for r in harness.mock.requests_for(m) if any(
-        b.get("text") == "now list the files" for msg in r.body["messages"] for b in msg["content"] if isinstance(b, dict)
-    )][0]
+    second_turn = next(
+        r
+        for r in harness.mock.requests_for(m)
+        if any(
+            b.get("text") == "now list the files"
+            for msg in r.body["messages"]
+            for b in msg["content"]
+            if isinstance(b, dict)
+        )
+    )
     assert len(second_turn.body["messages"]) == 13
     session = await handle.retrieve()
     assert session.status == "idle" and session.final_message == "Second turn done."
@@ -75,7 +87,14 @@ async def test_every_builtin_tool_over_two_turns(harness) -> None:
 
 async def test_always_ask_allowed_and_denied(harness) -> None:
     m = marker()
-    ask = agent(tools=[{"type": "agent_toolset_20260401", "configs": [{"name": "bash", "permission_policy": {"type": "always_ask"}}]}])
+    ask = agent(
+        tools=[
+            {
+                "type": "agent_toolset_20260401",
+                "configs": [{"name": "bash", "permission_policy": {"type": "always_ask"}}],
+            }
+        ]
+    )
     harness.mock.script_for(
         m,
         Turn.tool_use("bash", {"command": "echo allowed > proof.txt && cat proof.txt"}),

@@ -28,8 +28,18 @@ async def test_workflow_execute_prints_the_session_object(harness) -> None:
     proc = await asyncio.to_thread(
         temporal,
         harness,
-        "workflow", "execute", "--type", "AgentSession", "--task-queue", harness.settings.task_queue,
-        "--workflow-id", f"sesn_cli_{m[6:16]}", "--input", body, "--output", "json",
+        "workflow",
+        "execute",
+        "--type",
+        "AgentSession",
+        "--task-queue",
+        harness.settings.task_queue,
+        "--workflow-id",
+        f"sesn_cli_{m[6:16]}",
+        "--input",
+        body,
+        "--output",
+        "json",
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)["result"]
@@ -50,13 +60,33 @@ async def test_cli_update_and_query(harness) -> None:
         await asyncio.sleep(0.1)
     event = json.dumps([{"type": "user.message", "content": [{"type": "text", "text": "again"}]}])
     sent = await asyncio.to_thread(
-        temporal, harness, "workflow", "update", "execute", "--workflow-id", handle.id, "--name", "send_events",
-        "--input", event, "--output", "json",
+        temporal,
+        harness,
+        "workflow",
+        "update",
+        "execute",
+        "--workflow-id",
+        handle.id,
+        "--name",
+        "send_events",
+        "--input",
+        event,
+        "--output",
+        "json",
     )
     assert sent.returncode == 0, sent.stderr
     bad = await asyncio.to_thread(
-        temporal, harness, "workflow", "update", "execute", "--workflow-id", handle.id, "--name", "send_events",
-        "--input", '[{"type": "user.message"}]',
+        temporal,
+        harness,
+        "workflow",
+        "update",
+        "execute",
+        "--workflow-id",
+        handle.id,
+        "--name",
+        "send_events",
+        "--input",
+        '[{"type": "user.message"}]',
     )
     assert bad.returncode != 0 and "content: Field required" in bad.stderr + bad.stdout
     for _ in range(100):
@@ -64,8 +94,18 @@ async def test_cli_update_and_query(harness) -> None:
             break
         await asyncio.sleep(0.1)
     page = await asyncio.to_thread(
-        temporal, harness, "workflow", "query", "--workflow-id", handle.id, "--name", "events",
-        "--input", '{"after_seq": -1, "limit": 3}', "--output", "json",
+        temporal,
+        harness,
+        "workflow",
+        "query",
+        "--workflow-id",
+        handle.id,
+        "--name",
+        "events",
+        "--input",
+        '{"after_seq": -1, "limit": 3}',
+        "--output",
+        "json",
     )
     assert page.returncode == 0, page.stderr
     data = json.loads(page.stdout)["queryResult"][0]

@@ -97,7 +97,10 @@ async def test_sigkill_mid_tool_call_then_restart(temporal_env, mock_claude, set
     m = marker()
     mock_claude.script_for(
         m,
-        Turn.tool_use("bash", {"command": "if [ -e once ]; then echo again; else touch once; echo started > log.txt; sleep 30; fi"}),
+        Turn.tool_use(
+            "bash",
+            {"command": "if [ -e once ]; then echo again; else touch once; echo started > log.txt; sleep 30; fi"},
+        ),
         Turn.text("done"),
     )
     sessions = SessionClient(temporal_env.client, settings.task_queue)

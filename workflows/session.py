@@ -99,11 +99,11 @@ class AgentSession:
                 self._resuming = False
         except ValidationError as err:
             self._input_error = describe_validation_error(err)
-            self._s = SessionState.model_construct(session_id=info.workflow_id, created_at=workflow.now())
+            self._s = SessionState.model_construct(session_id=info.workflow_id, created_at=workflow.now())  # type: ignore[call-arg]
             return
         except InvalidSessionInput as err:
             self._input_error = err.message
-            self._s = SessionState.model_construct(session_id=info.workflow_id, created_at=workflow.now())
+            self._s = SessionState.model_construct(session_id=info.workflow_id, created_at=workflow.now())  # type: ignore[call-arg]
             return
         self._first_seq = self._s.next_seq
         self._tools = {t.name: t for t in self._s.params.agent_definition.resolved_tools()}
@@ -302,7 +302,8 @@ class AgentSession:
             await self._settle_actions()
         while True:
             if s.interrupt_requested:
-                return self._idle("end_turn")
+                self._idle("end_turn")
+                return None
             if s.turn_steps >= s.params.options.max_steps_per_turn:
                 self._emit(
                     "session.error",
@@ -312,9 +313,11 @@ class AgentSession:
                         "retry_status": {"type": "exhausted"},
                     },
                 )
-                return self._idle("retries_exhausted")
+                self._idle("retries_exhausted")
+                return None
             if self._budget_reached():
-                return self._idle("budget_reached")
+                self._idle("budget_reached")
+                return None
             if workflow.info().is_continue_as_new_suggested():
                 await self._continue_as_new()
             result = await self._request_model()
@@ -323,16 +326,19 @@ class AgentSession:
             s.turn_steps += 1
             tool_uses = self._emit_response(result)
             if result.stop_reason == "refusal":
-                return self._idle("refusal")
+                self._idle("refusal")
+                return None
             if not tool_uses:
                 if s.pending_content and not s.interrupt_requested:
                     continue  # a user.message arrived while the model answered: answer it too
-                return self._idle("end_turn")
+                self._idle("end_turn")
+                return None
             await self._dispatch_tools(tool_uses)
             if s.pending_actions:
                 if not self._all_actions_resolved():
                     blocking = [a.event_id for a in s.pending_actions if not a.resolved]
-                    return self._idle("requires_action", event_ids=blocking)
+                    self._idle("requires_action", event_ids=blocking)
+                    return None
                 await self._settle_actions()
 
     async def _request_model(self) -> ModelRequestResult | None:
@@ -341,7 +347,8 @@ class AgentSession:
         sent = len(s.pending_content)
         new_messages = []
         if not sent:  # nothing new to say: the transcript already ends with the agent's answer
-            return self._idle("end_turn")
+            self._idle("end_turn")
+            return None
         new_messages.append(TranscriptMessage(role="user", content=order_user_blocks(list(s.pending_content))))
         inp = ModelRequestInput(
             session_id=s.session_id,
@@ -359,8 +366,11 @@ class AgentSession:
         try:
             check_payload_size(inp, "model request")
         except PayloadTooLargeError as err:
-            self._emit("span.model_request_end", model_request_start_id=start["id"], is_error=True, model_usage=_zero_usage())
-            return self._fail_turn("unknown_error", err.message)
+            self._emit(
+                "span.model_request_end", model_request_start_id=start["id"], is_error=True, model_usage=_zero_usage()
+            )
+            self._fail_turn("unknown_error", err.message)
+            return None
         s.step += 1
         handle = workflow.start_activity(
             MODEL_ACTIVITY,
@@ -385,14 +395,17 @@ class AgentSession:
         try:
             result = handle.result()
         except (ActivityError, CancelledError, asyncio.CancelledError) as err:
-            self._emit("span.model_request_end", model_request_start_id=start["id"], is_error=True, model_usage=_zero_usage())
+            self._emit(
+                "span.model_request_end", model_request_start_id=start["id"], is_error=True, model_usage=_zero_usage()
+            )
             if s.interrupt_requested:
                 self._idle("end_turn")
                 return None
             cause = err.cause if isinstance(err, ActivityError) else None
             error_type = cause.type if isinstance(cause, ApplicationError) and cause.type else "unknown_error"
             message = cause.message if isinstance(cause, ApplicationError) else str(err)
-            return self._fail_turn(error_type, message)
+            self._fail_turn(error_type, message)
+            return None
         del s.pending_content[:sent]
         s.transcript_len = result.transcript_len
         if result.cleared_before != s.cleared_before:
@@ -456,7 +469,9 @@ class AgentSession:
                         evaluation={"type": tool.permission},
                     )
                 else:
-                    event = self._emit("agent.tool_use", name=block["name"], input=block["input"], evaluated_permission="deny")
+                    event = self._emit(
+                        "agent.tool_use", name=block["name"], input=block["input"], evaluated_permission="deny"
+                    )
                 tool_uses.append((event["id"], block))
         flush_text()
         return tool_uses
@@ -505,10 +520,14 @@ class AgentSession:
                     }
                 )
             elif action.decision == "allow":
-                run_now.append((action.event_id, {"id": action.tool_use_id, "name": action.name, "input": action.input}))
+                run_now.append(
+                    (action.event_id, {"id": action.tool_use_id, "name": action.name, "input": action.input})
+                )
             else:
                 why = action.deny_message or "the user denied this tool call"
-                self._record_inline_result(action.event_id, action.tool_use_id, f"permission denied: {why}", is_error=True)
+                self._record_inline_result(
+                    action.event_id, action.tool_use_id, f"permission denied: {why}", is_error=True
+                )
         await self._run_tools(run_now)
 
     async def _run_tools(self, calls: list[tuple[str, dict[str, Any]]]) -> None:
@@ -518,7 +537,9 @@ class AgentSession:
         opts = s.params.options
         handles = []
         for _event_id, block in calls:
-            inp = ToolCallInput(session_id=s.session_id, tool_use_id=block["id"], name=block["name"], input=block["input"])
+            inp = ToolCallInput(
+                session_id=s.session_id, tool_use_id=block["id"], name=block["name"], input=block["input"]
+            )
             handles.append(
                 workflow.start_activity(
                     f"managed_agents.tool.{block['name']}",
@@ -570,7 +591,9 @@ class AgentSession:
                     }
                 )
             else:
-                self._record_inline_result(action.event_id, action.tool_use_id, "interrupted by the user", is_error=True)
+                self._record_inline_result(
+                    action.event_id, action.tool_use_id, "interrupted by the user", is_error=True
+                )
         s.pending_actions = []
         self._idle("end_turn")
 

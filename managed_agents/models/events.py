@@ -43,9 +43,7 @@ class SearchResultBlock(StrictModel):
 
 
 MessageContent = Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discriminator="type")]
-ToolResultContent = Annotated[
-    TextBlock | ImageBlock | DocumentBlock | SearchResultBlock, Field(discriminator="type")
-]
+ToolResultContent = Annotated[TextBlock | ImageBlock | DocumentBlock | SearchResultBlock, Field(discriminator="type")]
 
 # --- inbound events -------------------------------------------------------------------------------
 

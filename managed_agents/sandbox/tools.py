@@ -284,8 +284,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
             "path": {
                 "type": "string",
                 "description": (
-                    "Optional directory (searched recursively) or file to search. Defaults to the "
-                    "workspace root."
+                    "Optional directory (searched recursively) or file to search. Defaults to the workspace root."
                 ),
             },
         },
@@ -419,9 +418,7 @@ def _dispatch(root: str, name: str, inp: _Input, limits: ToolLimits) -> Coroutin
     return asyncio.to_thread(sync_impls[name], root, inp, limits)
 
 
-async def _with_progress(
-    coro: Coroutine[Any, Any, ToolOutcome], on_progress: Callable[[], None] | None
-) -> ToolOutcome:
+async def _with_progress(coro: Coroutine[Any, Any, ToolOutcome], on_progress: Callable[[], None] | None) -> ToolOutcome:
     task = asyncio.ensure_future(coro)
     try:
         while True:
@@ -646,8 +643,7 @@ def _read(root: str, inp: ReadInput, limits: ToolLimits) -> ToolOutcome:
     if inp.view_range is not None:
         if len(inp.view_range) != 2:
             raise _ToolError(
-                "invalid input for read: field 'view_range' must be [start_line, end_line], "
-                f"got {inp.view_range}"
+                f"invalid input for read: field 'view_range' must be [start_line, end_line], got {inp.view_range}"
             )
         start, end = inp.view_range
         if start < 1:
@@ -768,9 +764,7 @@ def _write(root: str, inp: WriteInput, limits: ToolLimits) -> ToolOutcome:
 def _edit(root: str, inp: EditInput, limits: ToolLimits) -> ToolOutcome:
     given = inp.file_path
     if inp.old_string == "":
-        raise _ToolError(
-            "invalid input for edit: field 'old_string' must not be empty (use write to create a file)"
-        )
+        raise _ToolError("invalid input for edit: field 'old_string' must not be empty (use write to create a file)")
     if inp.old_string == inp.new_string:
         raise _ToolError("invalid input for edit: old_string and new_string are identical; nothing to change")
     real = resolve_in_workspace(root, given, field="file_path")
@@ -920,9 +914,7 @@ def _expand_braces(pat: str, out: list[str]) -> None:
                 for a, b in itertools.pairwise(bounds):
                     _expand_braces(prefix + pat[a + 1 : b] + suffix, out)
                     if len(out) > _MAX_BRACE_EXPANSIONS:
-                        raise _ToolError(
-                            f"glob pattern expands to more than {_MAX_BRACE_EXPANSIONS} alternatives"
-                        )
+                        raise _ToolError(f"glob pattern expands to more than {_MAX_BRACE_EXPANSIONS} alternatives")
                 return
         i += 1
     out.append(pat)
@@ -1031,9 +1023,7 @@ def _glob(root: str, inp: GlobInput, limits: ToolLimits) -> ToolOutcome:
         shown = [p for p, _ in ordered[: limits.max_glob_results]]
         text = "\n".join(shown)
         if len(ordered) > len(shown):
-            text += (
-                f"\n[showing the {len(shown)} newest of {len(ordered)} matches; narrow the pattern or path]"
-            )
+            text += f"\n[showing the {len(shown)} newest of {len(ordered)} matches; narrow the pattern or path]"
     if budget.exhausted:
         text += f"\n[search stopped after {_MAX_WALK_ENTRIES} entries; narrow the pattern or path]"
     return ToolOutcome.text(text)
@@ -1064,11 +1054,7 @@ def _grep(root: str, inp: GrepInput, limits: ToolLimits) -> ToolOutcome:
     files: Iterable[tuple[str, str]]
     if os.path.isdir(target):
         base_rel = display_relpath(root, target)
-        files = (
-            (_join_rel(base_rel, rel), real)
-            for rel, real, is_dir in _walk(root, target, budget)
-            if not is_dir
-        )
+        files = ((_join_rel(base_rel, rel), real) for rel, real, is_dir in _walk(root, target, budget) if not is_dir)
     else:
         files = [(display_relpath(root, target), target)]
 

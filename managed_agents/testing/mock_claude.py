@@ -163,9 +163,7 @@ class Turn:
                     raise ValueError(f"Turn.content[{index}]: tool_use 'input' must be a dict")
         self.content = blocks
         if self.stop_reason is not None and self.stop_reason not in STOP_REASONS:
-            raise ValueError(
-                f"unknown stop_reason {self.stop_reason!r}; expected one of {sorted(STOP_REASONS)}"
-            )
+            raise ValueError(f"unknown stop_reason {self.stop_reason!r}; expected one of {sorted(STOP_REASONS)}")
 
     # -- builders --------------------------------------------------------------------------
 
@@ -499,9 +497,7 @@ def _content_blocks(content: Any) -> list[Any]:
 
 def _text_of(content: Any) -> str:
     return "\n".join(
-        str(b.get("text", ""))
-        for b in _content_blocks(content)
-        if isinstance(b, dict) and b.get("type") == "text"
+        str(b.get("text", "")) for b in _content_blocks(content) if isinstance(b, dict) and b.get("type") == "text"
     )
 
 
@@ -645,10 +641,7 @@ def validate_messages_request(body: Any, *, require_max_tokens: bool = True) -> 
 
     breakpoints = len(_prompt_items(body)[1])
     if breakpoints > _MAX_CACHE_BREAKPOINTS:
-        return (
-            f"A maximum of {_MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. "
-            f"Found {breakpoints}."
-        )
+        return f"A maximum of {_MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found {breakpoints}."
     return None
 
 
@@ -1120,9 +1113,7 @@ class MockClaude:
         record.status, record.served = status, served
         request_id = _new_request_id()
         all_headers = {"request-id": request_id, **(headers or {})}
-        return web.json_response(
-            _error_body(error_type, message, request_id), status=status, headers=all_headers
-        )
+        return web.json_response(_error_body(error_type, message, request_id), status=status, headers=all_headers)
 
     async def _read_body(self, request: web.Request) -> tuple[dict[str, Any], str | None]:
         raw = await request.read()
@@ -1161,9 +1152,7 @@ class MockClaude:
         body, problem = await self._read_body(request)
         record = self._record(request, body)
         if self._unauthorized(request):
-            return self._error(
-                record, 401, "authentication_error", "invalid x-api-key", served="unauthorized"
-            )
+            return self._error(record, 401, "authentication_error", "invalid x-api-key", served="unauthorized")
         problem = problem or validate_messages_request(body, require_max_tokens=False)
         if problem:
             return self._error(record, 400, "invalid_request_error", problem, served="invalid")
@@ -1175,9 +1164,7 @@ class MockClaude:
         body, problem = await self._read_body(request)
         record = self._record(request, body)
         if self._unauthorized(request):
-            return self._error(
-                record, 401, "authentication_error", "invalid x-api-key", served="unauthorized"
-            )
+            return self._error(record, 401, "authentication_error", "invalid x-api-key", served="unauthorized")
         problem = problem or validate_messages_request(body)
         if problem:
             return self._error(record, 400, "invalid_request_error", problem, served="invalid")
@@ -1217,9 +1204,7 @@ class MockClaude:
             )
         if fault.kind == "slow":
             assert fault.then is not None
-            return await self._serve_turn(
-                request, record, body, fault.then, delay=fault.seconds, headers=headers
-            )
+            return await self._serve_turn(request, record, body, fault.then, delay=fault.seconds, headers=headers)
         if fault.kind == "drop_connection":
             if fault.then is not None and record.stream:
                 return await self._serve_turn(
