@@ -54,7 +54,9 @@ class ModelActivities:
     @activity.defn(name="managed_agents.model_request")
     async def model_request(self, inp: ModelRequestInput) -> ModelRequestResult:
         info = activity.info()
-        bound = log.bind(session_id=inp.session_id, step=inp.step, activity="model_request", attempt=info.attempt)
+        bound = log.bind(
+            session_id=inp.session_id, turn=inp.turn, step=inp.step, activity="model_request", attempt=info.attempt
+        )
         agent = await self._agent(inp.agent_ref)
         new = [
             await asyncio.to_thread(self.store.resolve_refs, inp.session_id, m.model_dump()) for m in inp.new_messages

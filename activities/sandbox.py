@@ -79,7 +79,13 @@ class SandboxActivities:
 
     async def _run(self, tool: str, inp: ToolCallInput) -> ToolCallResult:
         info = activity.info()
-        bound = log.bind(session_id=inp.session_id, activity=f"tool.{tool}", tool_use_id=inp.tool_use_id)
+        bound = log.bind(
+            session_id=inp.session_id,
+            turn=inp.turn,
+            activity=f"tool.{tool}",
+            tool_use_id=inp.tool_use_id,
+            attempt=info.attempt,
+        )
         workspace = self.workspace(inp.session_id)
         if not workspace.is_dir():
             result = ToolCallResult(

@@ -4,6 +4,7 @@ detect the lost worker) and finishes with no event lost or duplicated."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_worker(env_client, mock, settings) -> subprocess.Popen[bytes]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
         "ANTHROPIC_API_KEY": "sk-test-not-a-secret",
@@ -40,7 +42,7 @@ def start_worker(env_client, mock, settings) -> subprocess.Popen[bytes]:
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(settings.data_dir / "worker.log").open("ab"),
     )
 
 
@@ -88,6 +90,18 @@ async def test_sigkill_mid_model_request_then_restart(temporal_env, mock_claude,
         results = [e.model_extra["content"][0]["text"] for e in events if e.type == "agent.tool_result"]
         assert results == ["wrote 3 bytes to a.txt", "one"]
         assert [e.type for e in events].count("agent.tool_use") == 2
+        # JSON logs: every activity line says which session, turn and activity wrote it.
+        lines = [
+            json.loads(line)
+            for line in (settings.data_dir / "worker.log").read_text().splitlines()
+            if line.startswith("{")
+        ]
+        activity_lines = [
+            line for line in lines if line.get("logger", "").startswith("managed_agents.") and "activity" in line
+        ]
+        assert {line["activity"] for line in activity_lines} >= {"model_request", "tool.write", "tool.bash"}
+        assert all(line["session_id"] == handle.id and line["turn"] == 1 for line in activity_lines)
+        assert any(line.get("event") == "worker started" for line in lines)
     finally:
         worker.kill()
         worker.wait()

@@ -356,6 +356,7 @@ class AgentSession:
             model=s.params.agent_definition.model_id,
             max_tokens=opts.max_tokens,
             step=s.step + 1,
+            turn=s.turn,
             transcript_len=s.transcript_len,
             new_messages=new_messages,
             context_window_tokens=opts.context_window_tokens,
@@ -535,28 +536,32 @@ class AgentSession:
             return
         s = self._s
         opts = s.params.options
-        handles = []
-        for _event_id, block in calls:
+        started: list[tuple[str, dict[str, Any], Any]] = []
+        for event_id_, block in calls:
             inp = ToolCallInput(
-                session_id=s.session_id, tool_use_id=block["id"], name=block["name"], input=block["input"]
+                session_id=s.session_id, turn=s.turn, tool_use_id=block["id"], name=block["name"], input=block["input"]
             )
-            handles.append(
-                workflow.start_activity(
-                    f"managed_agents.tool.{block['name']}",
-                    inp,
-                    result_type=ToolCallResult,
-                    task_queue=s.sandbox_queue,
-                    start_to_close_timeout=timedelta(seconds=660),
-                    schedule_to_start_timeout=timedelta(seconds=opts.sandbox_schedule_to_start_seconds),
-                    heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_seconds),
-                    retry_policy=RetryPolicy(maximum_attempts=opts.max_tool_attempts),
-                )
+            try:
+                check_payload_size(inp, f"tool call {block['name']}")
+            except PayloadTooLargeError as err:
+                self._record_inline_result(event_id_, block["id"], err.message, is_error=True)
+                continue
+            handle = workflow.start_activity(
+                f"managed_agents.tool.{block['name']}",
+                inp,
+                result_type=ToolCallResult,
+                task_queue=s.sandbox_queue,
+                start_to_close_timeout=timedelta(seconds=660),
+                schedule_to_start_timeout=timedelta(seconds=opts.sandbox_schedule_to_start_seconds),
+                heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_seconds),
+                retry_policy=RetryPolicy(maximum_attempts=opts.max_tool_attempts),
             )
-        await workflow.wait_condition(lambda: all(h.done() for h in handles) or s.interrupt_requested)
-        for handle in handles:
+            started.append((event_id_, block, handle))
+        await workflow.wait_condition(lambda: all(h.done() for *_, h in started) or s.interrupt_requested)
+        for *_, handle in started:
             if not handle.done():
                 handle.cancel()
-        for (event_id_, block), handle in zip(calls, handles, strict=True):
+        for event_id_, block, handle in started:
             try:
                 result = await handle
             except (ActivityError, CancelledError, asyncio.CancelledError) as err:
@@ -631,6 +636,8 @@ class AgentSession:
             s.running_since = None
         if status == "running" and s.status != "running" and s.status != "rescheduling":
             s.status = "running"
+            if not s.pending_actions:
+                s.turn += 1
             self._emit("session.status_running")
             return
         s.status = status  # type: ignore[assignment]

@@ -49,6 +49,7 @@ class SessionState(BaseModel):
     pending_content: list[dict[str, Any]] = Field(default_factory=list)
     pending_actions: list[PendingAction] = Field(default_factory=list)
     turn_active: bool = False
+    turn: int = 0
     turn_steps: int = 0
     interrupt_requested: bool = False
     stop_reason: StopReason | None = None

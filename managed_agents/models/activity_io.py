@@ -38,6 +38,7 @@ class ModelRequestInput(BaseModel):
     model: str
     max_tokens: int
     step: int = Field(description="Session-wide model request counter; fences late writes of lost attempts")
+    turn: int = Field(0, description="Session-wide turn counter (for logs)")
     transcript_len: int = Field(description="Messages [0, transcript_len) are committed in the session log")
     new_messages: list[TranscriptMessage] = Field(default_factory=list)
     context_window_tokens: int
@@ -77,6 +78,7 @@ class ProvisionSandboxResult(BaseModel):
 
 class ToolCallInput(BaseModel):
     session_id: str
+    turn: int = 0
     tool_use_id: str
     name: str
     input: dict[str, Any]
