@@ -302,3 +302,7 @@ def _load_json(value: str, what: str) -> dict[str, Any]:
         err_console.print(f"[red]{what}: expected a JSON object[/]")
         raise typer.Exit(2)
     return loaded
+
+
+if __name__ == "__main__":
+    app()
