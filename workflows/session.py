@@ -174,6 +174,8 @@ class AgentSession:
 
     @workflow.signal(name="model_request_retrying")
     def _model_request_retrying(self, notice: ModelRetryNotice) -> None:
+        if self._s.status not in ("running", "rescheduling"):
+            return  # a late notice from a request the session already gave up on (e.g. interrupted)
         self._set_status("rescheduling")
         self._emit("session.status_rescheduled")
         self._emit(
