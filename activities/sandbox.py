@@ -9,6 +9,7 @@ when several sandbox workers run.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,8 @@ from managed_agents.sandbox.tools import TOOL_NAMES, ToolLimits, run_tool
 from managed_agents.store import SessionStore
 
 log = get_logger("managed_agents.sandbox")
+
+MAX_RESULT_BYTES = 1_400_000
 
 _SAFE_SESSION_ID = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 
@@ -95,6 +98,18 @@ class SandboxActivities:
         else:
             outcome = await run_tool(workspace, tool, inp.input, self.limits, on_progress=activity.heartbeat)
             result = ToolCallResult(content=outcome.content, is_error=outcome.is_error)
+            size = len(json.dumps(result.content))
+            if size > MAX_RESULT_BYTES:
+                # An oversize result would fail the activity on every retry; tell the model instead.
+                result = ToolCallResult(
+                    content=[
+                        {
+                            "type": "text",
+                            "text": f"tool result of {size} bytes is over the {MAX_RESULT_BYTES}-byte limit",
+                        }
+                    ],
+                    is_error=True,
+                )
         await asyncio.to_thread(
             self.store.put_tool_result, inp.session_id, inp.tool_use_id, result.content, result.is_error, info.attempt
         )

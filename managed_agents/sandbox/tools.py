@@ -92,7 +92,8 @@ class ToolLimits(BaseModel):
     max_read_bytes: int = Field(default=256 * 1024, gt=0)
     """read cap for text (view_range reads further)."""
     max_glob_results: int = Field(default=200, gt=0)
-    max_media_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    # base64 adds a third: 1 MB of media stays well under Temporal's 2 MB payload limit.
+    max_media_bytes: int = Field(default=1_000_000, gt=0)
     """read cap for images and PDFs (raw file size; base64 adds a third)."""
 
     @model_validator(mode="after")
