@@ -54,6 +54,14 @@ tool_results = sa.Table(
 )
 
 
+blobs = sa.Table(
+    "blobs",
+    metadata,
+    sa.Column("ref", sa.String(64), primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),
+)
+
+
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -105,6 +113,22 @@ class SessionStore:
             raise KeyError(f"agent definition {ref} is not in the store at {self._safe_url()}")
         loaded: dict[str, Any] = json.loads(body)
         return loaded
+
+    # --- content-addressed blobs (e.g. deliverables shown to a grader) ---------------------------
+
+    def put_blob(self, value: Any) -> str:
+        body = canonical_json(value)
+        ref = sha256(body)
+        with self.engine.begin() as conn:
+            conn.execute(self._upsert(blobs, {"ref": ref, "body": body}, ["ref"], None))
+        return ref
+
+    def get_blob(self, ref: str) -> Any:
+        with self.engine.connect() as conn:
+            body = conn.execute(sa.select(blobs.c.body).where(blobs.c.ref == ref)).scalar_one_or_none()
+        if body is None:
+            raise KeyError(f"blob {ref} is not in the store at {self._safe_url()}")
+        return json.loads(body)
 
     # --- tool results ---------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.model import ModelActivities, ModelClientFactory
+from activities.outcome import GraderActivities, OutcomeSandboxActivities
 from activities.sandbox import SandboxActivities
 from managed_agents.client import connect
 from managed_agents.config import WorkerSettings, sandbox_private_queue, sandbox_shared_queue
@@ -42,12 +43,13 @@ def build_workers(
     limit = settings.max_concurrent_activities
     if settings.role in ("all", "brain"):
         model = ModelActivities(store, client_factory)
+        grader = GraderActivities(store, client_factory)
         workers.append(
             Worker(
                 client,
                 task_queue=settings.task_queue,
                 workflows=WORKFLOWS,
-                activities=[model.register_session, model.model_request],
+                activities=[model.register_session, model.model_request, grader.grade],
                 max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
                 max_concurrent_activities=limit,
             )
@@ -59,6 +61,7 @@ def build_workers(
             task_queue=settings.task_queue,
             sandbox_id=settings.sandbox_id,
         )
+        outcomes = OutcomeSandboxActivities(sandbox)
         workers.append(
             Worker(
                 client,
@@ -71,7 +74,7 @@ def build_workers(
             Worker(
                 client,
                 task_queue=sandbox_private_queue(settings.task_queue, settings.sandbox_id),
-                activities=sandbox.tool_activities(),
+                activities=[*sandbox.tool_activities(), outcomes.read_rubric, outcomes.collect_deliverables],
                 max_concurrent_activities=limit,
             )
         )

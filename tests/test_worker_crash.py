@@ -146,3 +146,51 @@ async def test_sigkill_mid_tool_call_then_restart(temporal_env, mock_claude, set
 
 async def _requests(mock, m, n) -> bool:
     return len(mock.requests_for(m)) >= n
+
+
+async def test_sigkill_during_grading_resumes_the_same_iteration(temporal_env, mock_claude, settings) -> None:
+    from temporalio.api.enums.v1 import EventType
+
+    from tests.test_outcomes import HALF, PASS, outcome_input, work
+
+    m = marker()
+    mock_claude.script_for(
+        m,
+        *work("draft"),
+        HALF,  # iteration 0: needs revision
+        *work("the answer is 42"),
+        Fault.slow(60, then=PASS),  # iteration 1: the grading the kill interrupts
+        PASS,  # iteration 1 again, on the restarted worker
+    )
+    sessions = SessionClient(temporal_env.client, settings.task_queue)
+    worker = start_worker(temporal_env.client, mock_claude, settings)
+    try:
+        handle = await sessions.create(outcome_input(m, heartbeat_timeout_seconds=3))
+
+        async def grading_iteration_1() -> bool:
+            return sum("tool_choice" in r.body for r in mock_claude.requests_for(m)) >= 2
+
+        await wait_until(grading_iteration_1)
+        await asyncio.sleep(0.5)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        worker = start_worker(temporal_env.client, mock_claude, settings)
+        result = await asyncio.wait_for(handle.result(), 60)
+        [evaluation] = result.outcome_evaluations
+        assert evaluation["result"] == "satisfied" and evaluation["iteration"] == 1
+        events = await handle.events()
+        assert_log_is_clean(events)
+        starts = [e.model_extra["iteration"] for e in events if e.type == "span.outcome_evaluation_start"]
+        assert starts == [0, 1], "finished passes are not re-run"
+        history = await handle._handle.fetch_history()
+        scheduled = [
+            e.activity_task_scheduled_event_attributes.activity_type.name
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        ]
+        assert scheduled.count("managed_agents.outcome.collect_deliverables") == 2
+        assert scheduled.count("managed_agents.outcome.grade") == 2
+        assert sum("tool_choice" in r.body for r in mock_claude.requests_for(m)) == 3
+    finally:
+        worker.kill()
+        worker.wait()

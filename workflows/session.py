@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from managed_agents.grader import acknowledgment_request, outcome_kickoff, revision_request
     from managed_agents.models.activity_io import (
         ModelRequestInput,
         ModelRequestResult,
@@ -39,11 +40,28 @@ with workflow.unsafe.imports_passed_through():
         SessionEvent,
         StopReason,
         UserCustomToolResultEvent,
+        UserDefineOutcomeEvent,
         UserInterruptEvent,
         UserMessageEvent,
         UserToolConfirmationEvent,
     )
-    from managed_agents.models.session import MonetaryAmount, SessionCreateParams, SessionObject, SessionStats
+    from managed_agents.models.outcome import (
+        CollectDeliverablesInput,
+        DeliverablesManifest,
+        GradeInput,
+        GradeResult,
+        IterationRecord,
+        OutcomeState,
+        ReadRubricInput,
+        ReadRubricResult,
+    )
+    from managed_agents.models.session import (
+        MonetaryAmount,
+        RequestUsage,
+        SessionCreateParams,
+        SessionObject,
+        SessionStats,
+    )
     from managed_agents.pricing import nanos_to_cents_str
     from managed_agents.prompt import order_user_blocks
     from workflows.payload_guard import PayloadTooLargeError, check_payload_size
@@ -52,6 +70,9 @@ with workflow.unsafe.imports_passed_through():
 MODEL_ACTIVITY = "managed_agents.model_request"
 REGISTER_ACTIVITY = "managed_agents.register_session"
 PROVISION_ACTIVITY = "managed_agents.sandbox.provision"
+READ_RUBRIC_ACTIVITY = "managed_agents.outcome.read_rubric"
+COLLECT_ACTIVITY = "managed_agents.outcome.collect_deliverables"
+GRADE_ACTIVITY = "managed_agents.outcome.grade"
 CONTINUATION_KEY = "_continuation"
 MAX_EVENT_PAGE = 1000
 MAX_UPDATE_BYTES = 1_000_000
@@ -107,6 +128,11 @@ class AgentSession:
             return
         self._first_seq = self._s.next_seq
         self._tools = {t.name: t for t in self._s.params.agent_definition.resolved_tools()}
+        if not self._resuming:
+            # Recorded here, not in run(): an update delivered with the first activation is handled
+            # before run() starts, and must already see these events (an outcome in progress, say).
+            for event in self._s.params.initial_events:
+                self._accept(event)
 
     # --- public surface -----------------------------------------------------------------------------
 
@@ -157,8 +183,14 @@ class AgentSession:
             raise ValueError(describe_validation_error(err, "events.")) from None
         answered: set[str] = set()
         for i, event in enumerate(parsed):
-            if event.type == "user.define_outcome":
-                raise ValueError(f"events.{i}: user.define_outcome (outcomes) is not supported by this engine yet")
+            if isinstance(event, UserDefineOutcomeEvent):
+                active = self._s.active_outcome
+                if active is not None or any(isinstance(e, UserDefineOutcomeEvent) for e in parsed[:i]):
+                    which = active.outcome_id if active else "another event of this send"
+                    raise ValueError(
+                        f"events.{i}: an outcome is already in progress ({which}); define the next one after its "
+                        "terminal span.outcome_evaluation_end"
+                    )
             if isinstance(event, UserInterruptEvent) and event.session_thread_id is not None:
                 raise ValueError(f"events.{i}.session_thread_id: this session has no threads")
             if isinstance(event, (UserToolConfirmationEvent, UserCustomToolResultEvent)):
@@ -231,8 +263,6 @@ class AgentSession:
             schedule_to_start_timeout=timedelta(seconds=params.options.sandbox_schedule_to_start_seconds),
         )
         self._s.sandbox_queue = provisioned.task_queue
-        for event in params.initial_events:
-            self._accept(event)
 
     def _has_work(self) -> bool:
         s = self._s
@@ -265,8 +295,25 @@ class AgentSession:
     def _accept(self, event: Any) -> dict[str, Any]:
         """Record an inbound event in the log and route it; runs in the update handler."""
         s = self._s
-        echo = self._emit(event.type, **event.model_dump(mode="json", exclude={"type"}, exclude_none=True))
-        if isinstance(event, UserMessageEvent):
+        fields = event.model_dump(mode="json", exclude={"type"}, exclude_none=True)
+        if isinstance(event, UserDefineOutcomeEvent):
+            fields["outcome_id"] = "outc_" + event_id(s.session_id, s.next_seq)[5:]
+            fields.setdefault("max_iterations", 3)
+        echo = self._emit(event.type, **fields)
+        if isinstance(event, UserDefineOutcomeEvent):
+            rubric = event.rubric
+            s.outcomes.append(
+                OutcomeState(
+                    outcome_id=fields["outcome_id"],
+                    description=event.description,
+                    rubric=rubric.content if rubric.type == "text" else "",
+                    rubric_source=rubric.model_dump(mode="json"),
+                    max_iterations=event.max_iterations or 3,
+                )
+            )
+            if not s.pending_actions:
+                s.turn_active = True
+        elif isinstance(event, UserMessageEvent):
             s.pending_content.extend(b.model_dump(mode="json", exclude_none=True) for b in event.content)
             if not s.pending_actions:
                 s.turn_active = True
@@ -322,6 +369,9 @@ class AgentSession:
                 return None
             if workflow.info().is_continue_as_new_suggested():
                 await self._continue_as_new()
+            if not await self._start_pending_outcome():
+                self._idle("end_turn")
+                return None
             result = await self._request_model()
             if result is None:
                 return
@@ -333,6 +383,13 @@ class AgentSession:
             if not tool_uses:
                 if s.pending_content and not s.interrupt_requested:
                     continue  # a user.message arrived while the model answered: answer it too
+                outcome = s.active_outcome
+                if outcome is not None and outcome.result == "running" and not s.interrupt_requested:
+                    if self._budget_reached():
+                        self._idle("budget_reached")
+                        return None
+                    if await self._evaluate_outcome(outcome):
+                        continue  # revise, or the final acknowledgment turn
                 self._idle("end_turn")
                 return None
             await self._dispatch_tools(tool_uses)
@@ -604,6 +661,183 @@ class AgentSession:
         s.pending_actions = []
         self._idle("end_turn")
 
+    # --- outcomes -------------------------------------------------------------------------------------
+
+    async def _start_pending_outcome(self) -> bool:
+        """Kick off a newly defined outcome: resolve a file rubric, brief the agent. False if it failed."""
+        s = self._s
+        outcome = s.active_outcome
+        if outcome is None or outcome.result != "pending":
+            return True
+        if outcome.rubric_source.get("type") == "file":
+            read = await workflow.execute_activity(
+                READ_RUBRIC_ACTIVITY,
+                ReadRubricInput(session_id=s.session_id, path=outcome.rubric_source["file_id"]),
+                result_type=ReadRubricResult,
+                task_queue=s.sandbox_queue,
+                start_to_close_timeout=timedelta(seconds=60),
+                schedule_to_start_timeout=timedelta(seconds=s.params.options.sandbox_schedule_to_start_seconds),
+            )
+            if read.content is None:
+                self._end_outcome_without_grading(outcome, read.error or "rubric file unavailable")
+                return False
+            outcome.rubric = read.content
+        outcome.result = "running"
+        s.pending_content.append({"type": "text", "text": outcome_kickoff(outcome.description, outcome.rubric)})
+        return True
+
+    def _end_outcome_without_grading(self, outcome: OutcomeState, why: str) -> None:
+        outcome.result = "failed"
+        outcome.failure_kind = "rubric_unavailable"
+        outcome.explanation = why
+        outcome.completed_at = workflow.now()
+        self._emit(
+            "session.error",
+            error={"type": "unknown_error", "message": why, "retry_status": {"type": "exhausted"}},
+        )
+
+    async def _evaluate_outcome(self, outcome: OutcomeState) -> bool:
+        """One evaluation. True when the agent works again (revision, or the final acknowledgment)."""
+        s = self._s
+        opts = s.params.options
+        outcome.result = "evaluating"
+        iteration = outcome.iteration
+        start = self._emit("span.outcome_evaluation_start", outcome_id=outcome.outcome_id, iteration=iteration)
+        manifest = await workflow.execute_activity(
+            COLLECT_ACTIVITY,
+            CollectDeliverablesInput(session_id=s.session_id, outcome_id=outcome.outcome_id, iteration=iteration),
+            result_type=DeliverablesManifest,
+            task_queue=s.sandbox_queue,
+            start_to_close_timeout=timedelta(seconds=120),
+            schedule_to_start_timeout=timedelta(seconds=opts.sandbox_schedule_to_start_seconds),
+            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_seconds),
+        )
+        model = opts.grader_model or s.params.agent_definition.model_id
+        grade_input = GradeInput(
+            session_id=s.session_id,
+            outcome_id=outcome.outcome_id,
+            iteration=iteration,
+            model=model,
+            description=outcome.description,
+            rubric=outcome.rubric,
+            final_message=s.final_message,
+            deliverables=manifest,
+            max_tokens=opts.grader_max_tokens,
+            max_attempts=opts.max_model_attempts,
+        )
+        handle = workflow.start_activity(
+            GRADE_ACTIVITY,
+            grade_input,
+            result_type=GradeResult,
+            start_to_close_timeout=timedelta(seconds=opts.model_request_timeout_seconds),
+            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_seconds),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=60),
+                maximum_attempts=opts.max_model_attempts,
+            ),
+        )
+        while not handle.done() and not s.interrupt_requested:
+            try:
+                await workflow.wait_condition(
+                    lambda: handle.done() or s.interrupt_requested,
+                    timeout=timedelta(seconds=opts.outcome_ongoing_interval_seconds),
+                )
+            except TimeoutError:
+                self._emit("span.outcome_evaluation_ongoing", outcome_id=outcome.outcome_id, iteration=iteration)
+        usage = _zero_usage()
+        if not handle.done():
+            handle.cancel()
+            try:
+                await handle
+            except (ActivityError, CancelledError, asyncio.CancelledError):
+                pass
+        try:
+            grade = handle.result()
+        except (ActivityError, CancelledError, asyncio.CancelledError) as err:
+            if s.interrupt_requested:
+                result, explanation = "interrupted", "the user interrupted the evaluation"
+            else:
+                cause = err.cause if isinstance(err, ActivityError) and err.cause else err
+                result, explanation = "failed", f"grader error: {cause}"
+                outcome.failure_kind = "grader_error"
+            grade = None
+        else:
+            usage = grade.usage
+            s.usage.add(RequestUsage.model_validate(grade.usage))
+            if grade.cost_nanos is None:
+                s.unpriced_model = grade.model
+            else:
+                s.cost_nanos += grade.cost_nanos
+            if grade.verdict is None:
+                result, explanation = "failed", f"grader error: {grade.error}"
+                outcome.failure_kind = "grader_error"
+            else:
+                verdict = grade.verdict
+                explanation = verdict.explanation
+                if verdict.verdict == "rubric_not_applicable":
+                    result = "failed"
+                    outcome.failure_kind = "rubric_not_applicable"
+                elif verdict.verdict == "satisfied":
+                    result = "satisfied"
+                elif iteration + 1 >= outcome.max_iterations:
+                    result = "max_iterations_reached"
+                else:
+                    result = "needs_revision"
+                outcome.iterations.append(
+                    IterationRecord(
+                        iteration=iteration,
+                        verdict=verdict.verdict,
+                        score=verdict.score,
+                        criteria_passed=sum(c.passed for c in verdict.criteria),
+                        criteria_total=len(verdict.criteria),
+                        snapshot_dir=manifest.snapshot_dir,
+                    )
+                )
+        if outcome.failure_kind == "grader_error":
+            self._emit(
+                "session.error",
+                error={"type": "unknown_error", "message": explanation, "retry_status": {"type": "exhausted"}},
+            )
+        end_fields: dict[str, Any] = {
+            "outcome_evaluation_start_id": start["id"],
+            "outcome_id": outcome.outcome_id,
+            "iteration": iteration,
+            "result": result,
+            "explanation": explanation,
+            "usage": usage,
+        }
+        if grade is not None and grade.verdict is not None:
+            end_fields["criteria"] = [c.model_dump() for c in grade.verdict.criteria]
+        if grade is not None and grade.corrections:
+            end_fields["grader_corrections"] = grade.corrections
+        if outcome.failure_kind:
+            end_fields["failure_kind"] = outcome.failure_kind
+        outcome.explanation = explanation
+        if result == "needs_revision":
+            self._emit("span.outcome_evaluation_end", **end_fields)
+            outcome.iteration += 1
+            outcome.result = "running"
+            criteria = end_fields.get("criteria", [])
+            s.pending_content.append(
+                {"type": "text", "text": revision_request(explanation, criteria, iteration, outcome.max_iterations)}
+            )
+            return True
+        outcome.result = result  # type: ignore[assignment]
+        outcome.completed_at = workflow.now()
+        best = outcome.best()
+        if result == "max_iterations_reached" and best is not None:
+            end_fields["best_iteration"] = best.iteration
+            end_fields["best_snapshot_dir"] = best.snapshot_dir
+        self._emit("span.outcome_evaluation_end", **end_fields)
+        if result == "max_iterations_reached":
+            s.pending_content.append(
+                {"type": "text", "text": acknowledgment_request(best.iteration if best else None, explanation)}
+            )
+            return True
+        return False
+
     def _budget_reached(self) -> bool:
         s = self._s
         budget = s.params.budget
@@ -679,6 +913,7 @@ class AgentSession:
             updated_at=now,
             stop_reason=s.stop_reason,
             final_message=s.final_message,
+            outcome_evaluations=[o.resource() for o in s.outcomes] if params else [],
             event_count=s.next_seq,
         )
 

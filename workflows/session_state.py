@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from managed_agents.models.events import StopReason
+from managed_agents.models.outcome import OutcomeState
 from managed_agents.models.session import SessionCreateParams, SessionUsage
 
 
@@ -55,4 +56,11 @@ class SessionState(BaseModel):
     stop_reason: StopReason | None = None
     final_message: str | None = None
     active_seconds: float = 0.0
+    #: Every outcome defined in this session, oldest first; the last one may be in progress.
+    outcomes: list[OutcomeState] = Field(default_factory=list)
     running_since: datetime | None = None
+
+    @property
+    def active_outcome(self) -> OutcomeState | None:
+        last = self.outcomes[-1] if self.outcomes else None
+        return last if last is not None and not last.terminal else None

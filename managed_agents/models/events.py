@@ -129,6 +129,9 @@ EventType = Literal[
     "session.usage",
     "span.model_request_start",
     "span.model_request_end",
+    "span.outcome_evaluation_start",
+    "span.outcome_evaluation_ongoing",
+    "span.outcome_evaluation_end",
 ]
 
 StopReasonType = Literal["end_turn", "requires_action", "retries_exhausted", "budget_reached", "refusal"]

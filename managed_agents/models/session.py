@@ -49,6 +49,13 @@ class SessionOptions(StrictModel):
         description="Estimated prompt size above which the oldest tool results are cleared from context.",
     )
     max_steps_per_turn: int = Field(default=500, ge=1, description="Tool-use rounds before a turn is stopped.")
+    grader_model: str | None = Field(
+        default=None, min_length=1, description="Model of the outcome grader (default: the agent's model)."
+    )
+    grader_max_tokens: int = Field(default=4096, ge=256, le=64_000)
+    outcome_ongoing_interval_seconds: float = Field(
+        default=10, gt=0, description="How often span.outcome_evaluation_ongoing is emitted while the grader works."
+    )
 
 
 class SessionCreateParams(StrictModel):
@@ -90,8 +97,8 @@ class SessionCreateParams(StrictModel):
             raise ValueError("resources are not supported by this engine yet")
         if self.vault_ids:
             raise ValueError("vault_ids are not supported by this engine yet")
-        if any(e.type == "user.define_outcome" for e in self.initial_events):
-            raise ValueError("initial_events: user.define_outcome (outcomes) is not supported by this engine yet")
+        if sum(e.type == "user.define_outcome" for e in self.initial_events) > 1:
+            raise ValueError("initial_events: only one user.define_outcome at a time (chain outcomes later)")
         return self
 
     @property
