@@ -144,7 +144,11 @@ def _mock_main(latency: float, served: Any, port_out: Any, stop: Any) -> None:
     mock = _BenchMock(default=responder, latency=latency)
     mock.start()
     port_out.put(mock.port)
-    stop.wait()
+    parent = multiprocessing.parent_process()
+    # Stop when asked, or when the benchmark process is gone (killed): never outlive it.
+    while not stop.wait(1.0):
+        if parent is None or not parent.is_alive():
+            break
     mock.stop()
 
 
@@ -159,7 +163,15 @@ class MockProcess:
 
     def start(self) -> None:
         self._proc.start()
-        self.base_url = f"http://127.0.0.1:{self._port.get(timeout=60)}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                port = self._port.get(timeout=0.5)
+                break
+            except Exception:  # queue.Empty
+                if not self._proc.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError("the mock Claude process did not start") from None
+        self.base_url = f"http://127.0.0.1:{port}"
 
     def count(self) -> int:
         return int(self.served.value)

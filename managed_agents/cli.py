@@ -85,6 +85,17 @@ def start(
         str | None, typer.Option("--input", "-i", help="Whole session input (sessions.create body): file or JSON")
     ] = None,
     model: Annotated[str, typer.Option(help="Model, when --agent is not given")] = "claude-sonnet-4-6",
+    outcome: Annotated[
+        str | None, typer.Option(help="Define an outcome (user.define_outcome): what the agent should produce")
+    ] = None,
+    rubric: Annotated[str | None, typer.Option(help="The outcome's rubric, as text (markdown)")] = None,
+    rubric_file: Annotated[
+        str | None, typer.Option(help="The outcome's rubric, as a file path inside the session's workspace")
+    ] = None,
+    max_iterations: Annotated[
+        int | None, typer.Option(help="Evaluate-and-revise cycles (default 3, at most 20)")
+    ] = None,
+    grader_model: Annotated[str | None, typer.Option(help="Model of the grader (default: the agent's)")] = None,
     keep_alive: Annotated[bool, typer.Option(help="Stay open after the agent's turn ends")] = False,
     session_id: Annotated[str | None, typer.Option(help="Session id (default: a new sesn_ id)")] = None,
     follow: Annotated[bool, typer.Option(help="Follow the session's events live")] = True,
@@ -101,8 +112,22 @@ def start(
         body.setdefault("initial_events", []).append(
             {"type": "user.message", "content": [{"type": "text", "text": message}]}
         )
+    if outcome:
+        if bool(rubric) == bool(rubric_file):
+            err_console.print("[red]--outcome needs exactly one of --rubric or --rubric-file[/]")
+            raise typer.Exit(2)
+        event: dict[str, Any] = {
+            "type": "user.define_outcome",
+            "description": outcome,
+            "rubric": {"type": "text", "content": rubric} if rubric else {"type": "file", "file_id": rubric_file},
+        }
+        if max_iterations is not None:
+            event["max_iterations"] = max_iterations
+        body.setdefault("initial_events", []).append(event)
     if keep_alive:
         body.setdefault("options", {})["keep_alive"] = True
+    if grader_model:
+        body.setdefault("options", {})["grader_model"] = grader_model
     try:
         SessionCreateParams.model_validate(body)
     except ValidationError as err:

@@ -83,6 +83,28 @@ def render_event(console: Console, event: SessionEvent, session_id: str) -> None
             f"[dim]  usage: {usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out, "
             f"{usage.get('cache_read_input_tokens', 0)} cache read, list cost ${int(cost) / 100:.2f}[/]"
         )
+    elif kind == "user.define_outcome":
+        console.print(
+            f"[bold cyan]▶ outcome[/] {escape(str(e.get('description')))} "
+            f"[dim]({e.get('outcome_id')}, up to {e.get('max_iterations')} evaluations)[/]"
+        )
+    elif kind == "span.outcome_evaluation_start":
+        console.print(f"[bold blue]⚖ grading[/] evaluation {int(e.get('iteration', 0)) + 1} …")
+    elif kind == "span.outcome_evaluation_ongoing":
+        console.print("[dim blue]  … grader still working[/]")
+    elif kind == "span.outcome_evaluation_end":
+        result = str(e.get("result"))
+        style = {"satisfied": "bold green", "needs_revision": "yellow"}.get(result, "bold red")
+        console.print(f"[{style}]⚖ {result}[/] (evaluation {int(e.get('iteration', 0)) + 1})")
+        for c in e.get("criteria", []):
+            mark = "[green]✔[/]" if c.get("passed") else "[red]✘[/]"
+            console.print(
+                f"    {mark} {escape(str(c.get('criterion')))}: [dim]{escape(_short(c.get('reason'), 120))}[/]"
+            )
+        if e.get("explanation"):
+            console.print(f"    [dim]{escape(_short(e.get('explanation'), 300))}[/]")
+        if "best_iteration" in e:
+            console.print(f"    best: evaluation {e['best_iteration'] + 1}, kept in {e.get('best_snapshot_dir')}")
     elif kind == "agent.thread_context_compacted":
         console.print("[dim]  (older tool results cleared from context)[/]")
 
@@ -101,6 +123,11 @@ def session_table(session: SessionObject, ui_url: str | None = None) -> Table:
         f"{u.cache_creation.ephemeral_5m_input_tokens + u.cache_creation.ephemeral_1h_input_tokens} cache write",
     )
     table.add_row("list cost", f"${int(u.list_cost.amount) / 100:.2f}" if u.list_cost else "-")
+    for o in session.outcome_evaluations:
+        best = f", best evaluation {o['best_iteration'] + 1}" if "best_iteration" in o else ""
+        table.add_row(
+            f"outcome {o['outcome_id']}", f"{o['result']} after {len(o.get('iterations', []))} evaluation(s){best}"
+        )
     table.add_row("events", str(session.event_count))
     table.add_row("active seconds", f"{session.stats.active_seconds:.1f}")
     if ui_url:

@@ -93,3 +93,26 @@ def test_demo_runs_end_to_end_with_the_mock_model(tmp_path: Path) -> None:
     assert "◀ agent fib.py ran and printed: 0 1 1 2 3 5 8 13 21 34" in out
     assert (tmp_path / "demo" / "temporal.db").exists(), "the dev server persisted to SQLite"
     assert list((tmp_path / "demo" / "workspaces").glob("*/fib.py"))
+
+
+async def test_start_a_graded_task_from_the_cli(harness) -> None:
+    from tests.test_outcomes import HALF, PASS, work
+
+    m = marker()
+    harness.mock.script_for(m, *work("draft"), HALF, *work("42"), PASS)
+    proc = await asyncio.to_thread(
+        cli,
+        harness,
+        "start",
+        "--outcome",
+        f"{m} Write report.md with the answer",
+        "--rubric",
+        "report.md mentions 42",
+        "--max-iterations",
+        "4",
+        "--session-id",
+        "sesn_cli_outcome",
+    )
+    assert proc.returncode == 0, proc.stderr
+    for expected in ["▶ outcome", "⚖ grading", "⚖ needs_revision", "✘ mentions 42", "⚖ satisfied", "satisfied after 2"]:
+        assert expected in proc.stdout, f"{expected!r} not in:\n{proc.stdout}"

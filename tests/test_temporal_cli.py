@@ -112,3 +112,29 @@ async def test_cli_update_and_query(harness) -> None:
     assert [e["type"] for e in data["data"]] == ["user.message", "session.status_running", "span.model_request_start"]
     assert data["has_more"] is True
     await handle.interrupt()
+
+
+async def test_graded_task_in_one_temporal_command(harness) -> None:
+    from tests.test_outcomes import PASS, outcome_input, work
+
+    m = marker()
+    harness.mock.script_for(m, *work("42"), PASS)
+    proc = await asyncio.to_thread(
+        temporal,
+        harness,
+        "workflow",
+        "execute",
+        "--type",
+        "AgentSession",
+        "--task-queue",
+        harness.settings.task_queue,
+        "--workflow-id",
+        f"sesn_cli_graded_{m[6:16]}",
+        "--input",
+        json.dumps(outcome_input(m)),
+        "--output",
+        "json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    [evaluation] = json.loads(proc.stdout)["result"]["outcome_evaluations"]
+    assert evaluation["result"] == "satisfied"
