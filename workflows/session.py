@@ -9,7 +9,6 @@ Events go in through the ``send_events`` update and come out through the ``sessi
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +19,6 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from managed_agents.grader import acknowledgment_request, outcome_kickoff, revision_request
     from managed_agents.models.activity_io import (
         ModelRequestInput,
         ModelRequestResult,
@@ -38,67 +36,30 @@ with workflow.unsafe.imports_passed_through():
         INBOUND_EVENTS,
         EventPage,
         SessionEvent,
-        StopReason,
         UserCustomToolResultEvent,
         UserDefineOutcomeEvent,
         UserInterruptEvent,
         UserMessageEvent,
         UserToolConfirmationEvent,
     )
-    from managed_agents.models.outcome import (
-        CollectDeliverablesInput,
-        DeliverablesManifest,
-        GradeInput,
-        GradeResult,
-        IterationRecord,
-        OutcomeState,
-        ReadRubricInput,
-        ReadRubricResult,
-    )
-    from managed_agents.models.session import (
-        MonetaryAmount,
-        RequestUsage,
-        SessionCreateParams,
-        SessionObject,
-        SessionStats,
-    )
-    from managed_agents.pricing import nanos_to_cents_str
+    from managed_agents.models.outcome import OutcomeState
+    from managed_agents.models.session import SessionCreateParams, SessionObject, SessionStats
     from managed_agents.prompt import order_user_blocks
+    from workflows.base import InvalidSessionInput, _zero_usage, describe_validation_error, event_id
+    from workflows.outcomes import OutcomesMixin
     from workflows.payload_guard import PayloadTooLargeError, check_payload_size
     from workflows.session_state import PendingAction, SessionState
 
 MODEL_ACTIVITY = "managed_agents.model_request"
 REGISTER_ACTIVITY = "managed_agents.register_session"
 PROVISION_ACTIVITY = "managed_agents.sandbox.provision"
-READ_RUBRIC_ACTIVITY = "managed_agents.outcome.read_rubric"
-COLLECT_ACTIVITY = "managed_agents.outcome.collect_deliverables"
-GRADE_ACTIVITY = "managed_agents.outcome.grade"
 CONTINUATION_KEY = "_continuation"
 MAX_EVENT_PAGE = 1000
 MAX_UPDATE_BYTES = 1_000_000
 
 
-def event_id(session_id: str, seq: int) -> str:
-    """Deterministic and unique per session: the same on replay and across continue-as-new."""
-    return "sevt_" + hashlib.sha256(f"{session_id}:{seq}".encode()).hexdigest()[:24]
-
-
-def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
-    parts = []
-    for e in err.errors()[:5]:
-        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        parts.append(f"{prefix}{loc}: {e['msg']}" if loc or prefix else e["msg"])
-    more = f" (and {len(err.errors()) - 5} more)" if len(err.errors()) > 5 else ""
-    return "; ".join(parts) + more
-
-
-class InvalidSessionInput(ApplicationError):
-    def __init__(self, message: str) -> None:
-        super().__init__(f"invalid AgentSession input: {message}", type="InvalidSessionInput", non_retryable=True)
-
-
 @workflow.defn(name="AgentSession")
-class AgentSession:
+class AgentSession(OutcomesMixin):
     @workflow.init
     def __init__(self, raw: Any) -> None:
         # Typed ``Any`` on purpose: a typed parameter that fails to decode fails the workflow *task*,
@@ -489,13 +450,6 @@ class AgentSession:
         )
         return result
 
-    def _fail_turn(self, error_type: str, message: str) -> None:
-        self._emit(
-            "session.error",
-            error={"type": error_type, "message": message, "retry_status": {"type": "exhausted"}},
-        )
-        self._idle("retries_exhausted")
-
     def _emit_response(self, result: ModelRequestResult) -> list[tuple[str, dict[str, Any]]]:
         """Turn the model's content into events; return the tool calls as (event id, block)."""
         tool_uses: list[tuple[str, dict[str, Any]]] = []
@@ -634,13 +588,6 @@ class AgentSession:
             self._emit("agent.tool_result", tool_use_id=event_id_, content=result.content, is_error=result.is_error)
             s.pending_content.append({"type": "tool_result_ref", "tool_use_id": block["id"]})
 
-    def _record_inline_result(self, event_id_: str, tool_use_id: str, text: str, *, is_error: bool) -> None:
-        content = [{"type": "text", "text": text}]
-        self._emit("agent.tool_result", tool_use_id=event_id_, content=content, is_error=is_error)
-        self._s.pending_content.append(
-            {"type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error}
-        )
-
     def _interrupt_blocked_turn(self) -> None:
         """``user.interrupt`` while waiting on the client: deny what is pending, idle with end_turn."""
         s = self._s
@@ -660,239 +607,6 @@ class AgentSession:
                 )
         s.pending_actions = []
         self._idle("end_turn")
-
-    # --- outcomes -------------------------------------------------------------------------------------
-
-    async def _start_pending_outcome(self) -> bool:
-        """Kick off a newly defined outcome: resolve a file rubric, brief the agent. False if it failed."""
-        s = self._s
-        outcome = s.active_outcome
-        if outcome is None or outcome.result != "pending":
-            return True
-        if outcome.rubric_source.get("type") == "file":
-            read = await workflow.execute_activity(
-                READ_RUBRIC_ACTIVITY,
-                ReadRubricInput(session_id=s.session_id, path=outcome.rubric_source["file_id"]),
-                result_type=ReadRubricResult,
-                task_queue=s.sandbox_queue,
-                start_to_close_timeout=timedelta(seconds=60),
-                schedule_to_start_timeout=timedelta(seconds=s.params.options.sandbox_schedule_to_start_seconds),
-            )
-            if read.content is None:
-                self._end_outcome_without_grading(outcome, read.error or "rubric file unavailable")
-                return False
-            outcome.rubric = read.content
-        outcome.result = "running"
-        s.pending_content.append({"type": "text", "text": outcome_kickoff(outcome.description, outcome.rubric)})
-        return True
-
-    def _end_outcome_without_grading(self, outcome: OutcomeState, why: str) -> None:
-        outcome.result = "failed"
-        outcome.failure_kind = "rubric_unavailable"
-        outcome.explanation = why
-        outcome.completed_at = workflow.now()
-        self._emit(
-            "session.error",
-            error={"type": "unknown_error", "message": why, "retry_status": {"type": "exhausted"}},
-        )
-
-    async def _evaluate_outcome(self, outcome: OutcomeState) -> bool:
-        """One evaluation. True when the agent works again (revision, or the final acknowledgment)."""
-        s = self._s
-        opts = s.params.options
-        outcome.result = "evaluating"
-        iteration = outcome.iteration
-        start = self._emit("span.outcome_evaluation_start", outcome_id=outcome.outcome_id, iteration=iteration)
-        manifest = await workflow.execute_activity(
-            COLLECT_ACTIVITY,
-            CollectDeliverablesInput(session_id=s.session_id, outcome_id=outcome.outcome_id, iteration=iteration),
-            result_type=DeliverablesManifest,
-            task_queue=s.sandbox_queue,
-            start_to_close_timeout=timedelta(seconds=120),
-            schedule_to_start_timeout=timedelta(seconds=opts.sandbox_schedule_to_start_seconds),
-            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_seconds),
-        )
-        model = opts.grader_model or s.params.agent_definition.model_id
-        grade_input = GradeInput(
-            session_id=s.session_id,
-            outcome_id=outcome.outcome_id,
-            iteration=iteration,
-            model=model,
-            description=outcome.description,
-            rubric=outcome.rubric,
-            final_message=s.final_message,
-            deliverables=manifest,
-            max_tokens=opts.grader_max_tokens,
-            max_attempts=opts.max_model_attempts,
-        )
-        handle = workflow.start_activity(
-            GRADE_ACTIVITY,
-            grade_input,
-            result_type=GradeResult,
-            start_to_close_timeout=timedelta(seconds=opts.model_request_timeout_seconds),
-            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_seconds),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=1),
-                backoff_coefficient=2.0,
-                maximum_interval=timedelta(seconds=60),
-                maximum_attempts=opts.max_model_attempts,
-            ),
-        )
-        while not handle.done() and not s.interrupt_requested:
-            try:
-                await workflow.wait_condition(
-                    lambda: handle.done() or s.interrupt_requested,
-                    timeout=timedelta(seconds=opts.outcome_ongoing_interval_seconds),
-                )
-            except TimeoutError:
-                self._emit("span.outcome_evaluation_ongoing", outcome_id=outcome.outcome_id, iteration=iteration)
-        usage = _zero_usage()
-        if not handle.done():
-            handle.cancel()
-            try:
-                await handle
-            except (ActivityError, CancelledError, asyncio.CancelledError):
-                pass
-        try:
-            grade = handle.result()
-        except (ActivityError, CancelledError, asyncio.CancelledError) as err:
-            if s.interrupt_requested:
-                result, explanation = "interrupted", "the user interrupted the evaluation"
-            else:
-                cause = err.cause if isinstance(err, ActivityError) and err.cause else err
-                result, explanation = "failed", f"grader error: {cause}"
-                outcome.failure_kind = "grader_error"
-            grade = None
-        else:
-            usage = grade.usage
-            s.usage.add(RequestUsage.model_validate(grade.usage))
-            if grade.cost_nanos is None:
-                s.unpriced_model = grade.model
-            else:
-                s.cost_nanos += grade.cost_nanos
-            if grade.verdict is None:
-                result, explanation = "failed", f"grader error: {grade.error}"
-                outcome.failure_kind = "grader_error"
-            else:
-                verdict = grade.verdict
-                explanation = verdict.explanation
-                if verdict.verdict == "rubric_not_applicable":
-                    result = "failed"
-                    outcome.failure_kind = "rubric_not_applicable"
-                elif verdict.verdict == "satisfied":
-                    result = "satisfied"
-                elif iteration + 1 >= outcome.max_iterations:
-                    result = "max_iterations_reached"
-                else:
-                    result = "needs_revision"
-                outcome.iterations.append(
-                    IterationRecord(
-                        iteration=iteration,
-                        verdict=verdict.verdict,
-                        score=verdict.score,
-                        criteria_passed=sum(c.passed for c in verdict.criteria),
-                        criteria_total=len(verdict.criteria),
-                        snapshot_dir=manifest.snapshot_dir,
-                    )
-                )
-        if outcome.failure_kind == "grader_error":
-            self._emit(
-                "session.error",
-                error={"type": "unknown_error", "message": explanation, "retry_status": {"type": "exhausted"}},
-            )
-        end_fields: dict[str, Any] = {
-            "outcome_evaluation_start_id": start["id"],
-            "outcome_id": outcome.outcome_id,
-            "iteration": iteration,
-            "result": result,
-            "explanation": explanation,
-            "usage": usage,
-        }
-        if grade is not None and grade.verdict is not None:
-            end_fields["criteria"] = [c.model_dump() for c in grade.verdict.criteria]
-        if grade is not None and grade.corrections:
-            end_fields["grader_corrections"] = grade.corrections
-        if outcome.failure_kind:
-            end_fields["failure_kind"] = outcome.failure_kind
-        outcome.explanation = explanation
-        if result == "needs_revision":
-            self._emit("span.outcome_evaluation_end", **end_fields)
-            outcome.iteration += 1
-            outcome.result = "running"
-            criteria = end_fields.get("criteria", [])
-            s.pending_content.append(
-                {"type": "text", "text": revision_request(explanation, criteria, iteration, outcome.max_iterations)}
-            )
-            return True
-        outcome.result = result  # type: ignore[assignment]
-        outcome.completed_at = workflow.now()
-        best = outcome.best()
-        if result == "max_iterations_reached" and best is not None:
-            end_fields["best_iteration"] = best.iteration
-            end_fields["best_snapshot_dir"] = best.snapshot_dir
-        self._emit("span.outcome_evaluation_end", **end_fields)
-        if result == "max_iterations_reached":
-            s.pending_content.append(
-                {"type": "text", "text": acknowledgment_request(best.iteration if best else None, explanation)}
-            )
-            return True
-        return False
-
-    def _budget_reached(self) -> bool:
-        s = self._s
-        budget = s.params.budget
-        if budget is None:
-            return False
-        if s.unpriced_model is not None:
-            return True
-        return s.cost_nanos >= int(budget.max_list_cost.amount) * 10_000_000
-
-    # --- events and status ------------------------------------------------------------------------
-
-    def _emit(self, type_: str, **fields: Any) -> dict[str, Any]:
-        s = self._s
-        event = {
-            "id": event_id(s.session_id, s.next_seq),
-            "type": type_,
-            "seq": s.next_seq,
-            "processed_at": workflow.now().isoformat(),
-            **fields,
-        }
-        s.next_seq += 1
-        self._events.append(event)
-        return event
-
-    def _set_status(self, status: str) -> None:
-        s = self._s
-        now = workflow.now()
-        if status in ("running", "rescheduling") and s.running_since is None:
-            s.running_since = now
-        elif status in ("idle", "terminated") and s.running_since is not None:
-            s.active_seconds += (now - s.running_since).total_seconds()
-            s.running_since = None
-        if status == "running" and s.status != "running" and s.status != "rescheduling":
-            s.status = "running"
-            if not s.pending_actions:
-                s.turn += 1
-            self._emit("session.status_running")
-            return
-        s.status = status  # type: ignore[assignment]
-
-    def _idle(self, reason: str, event_ids: list[str] | None = None) -> None:
-        s = self._s
-        s.turn_active = False
-        if reason != "requires_action":
-            s.turn_steps = 0
-        s.interrupt_requested = False
-        s.stop_reason = StopReason(type=reason, event_ids=event_ids)  # type: ignore[arg-type]
-        self._set_status("idle")
-        self._emit("session.usage", usage=self._usage_json(), budget=_dump(s.params.budget))
-        self._emit("session.status_idle", stop_reason=s.stop_reason.model_dump(exclude_none=True))
-
-    def _usage_json(self) -> dict[str, Any]:
-        usage = self._s.usage.model_copy()
-        usage.list_cost = MonetaryAmount(amount=nanos_to_cents_str(self._s.cost_nanos))
-        return usage.model_dump(mode="json")
 
     def _session_object(self) -> SessionObject:
         s = self._s
@@ -916,11 +630,3 @@ class AgentSession:
             outcome_evaluations=[o.resource() for o in s.outcomes] if params else [],
             event_count=s.next_seq,
         )
-
-
-def _zero_usage() -> dict[str, int]:
-    return {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
-
-
-def _dump(model: Any) -> Any:
-    return model.model_dump(mode="json") if model is not None else None

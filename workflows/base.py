@@ -1,0 +1,129 @@
+"""What every part of the session workflow shares: its state, the event log and status changes.
+
+``AgentSession`` is assembled from this base and mixins (outcomes); each holds one concern, and
+all of them run inside the one deterministic workflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from managed_agents.models.agent import ResolvedTool
+    from managed_agents.models.events import StopReason
+    from managed_agents.models.session import MonetaryAmount
+    from managed_agents.pricing import nanos_to_cents_str
+    from workflows.session_state import SessionState
+
+
+def event_id(session_id: str, seq: int) -> str:
+    """Deterministic and unique per session: the same on replay and across continue-as-new."""
+    return "sevt_" + hashlib.sha256(f"{session_id}:{seq}".encode()).hexdigest()[:24]
+
+
+def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
+    parts = []
+    for e in err.errors()[:5]:
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        parts.append(f"{prefix}{loc}: {e['msg']}" if loc or prefix else e["msg"])
+    more = f" (and {len(err.errors()) - 5} more)" if len(err.errors()) > 5 else ""
+    return "; ".join(parts) + more
+
+
+class InvalidSessionInput(ApplicationError):
+    def __init__(self, message: str) -> None:
+        super().__init__(f"invalid AgentSession input: {message}", type="InvalidSessionInput", non_retryable=True)
+
+
+class SessionBase:
+    """State and event-log helpers; subclasses implement the loop."""
+
+    _s: SessionState
+    _events: list[dict[str, Any]]
+    _first_seq: int
+    _tools: dict[str, ResolvedTool]
+    _input_error: str | None
+
+    def _fail_turn(self, error_type: str, message: str) -> None:
+        self._emit(
+            "session.error",
+            error={"type": error_type, "message": message, "retry_status": {"type": "exhausted"}},
+        )
+        self._idle("retries_exhausted")
+
+    def _record_inline_result(self, event_id_: str, tool_use_id: str, text: str, *, is_error: bool) -> None:
+        content = [{"type": "text", "text": text}]
+        self._emit("agent.tool_result", tool_use_id=event_id_, content=content, is_error=is_error)
+        self._s.pending_content.append(
+            {"type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error}
+        )
+
+    def _budget_reached(self) -> bool:
+        s = self._s
+        budget = s.params.budget
+        if budget is None:
+            return False
+        if s.unpriced_model is not None:
+            return True
+        return s.cost_nanos >= int(budget.max_list_cost.amount) * 10_000_000
+
+    # --- events and status ------------------------------------------------------------------------
+
+    def _emit(self, type_: str, **fields: Any) -> dict[str, Any]:
+        s = self._s
+        event = {
+            "id": event_id(s.session_id, s.next_seq),
+            "type": type_,
+            "seq": s.next_seq,
+            "processed_at": workflow.now().isoformat(),
+            **fields,
+        }
+        s.next_seq += 1
+        self._events.append(event)
+        return event
+
+    def _set_status(self, status: str) -> None:
+        s = self._s
+        now = workflow.now()
+        if status in ("running", "rescheduling") and s.running_since is None:
+            s.running_since = now
+        elif status in ("idle", "terminated") and s.running_since is not None:
+            s.active_seconds += (now - s.running_since).total_seconds()
+            s.running_since = None
+        if status == "running" and s.status != "running" and s.status != "rescheduling":
+            s.status = "running"
+            if not s.pending_actions:
+                s.turn += 1
+            self._emit("session.status_running")
+            return
+        s.status = status  # type: ignore[assignment]
+
+    def _idle(self, reason: str, event_ids: list[str] | None = None) -> None:
+        s = self._s
+        s.turn_active = False
+        if reason != "requires_action":
+            s.turn_steps = 0
+        s.interrupt_requested = False
+        s.stop_reason = StopReason(type=reason, event_ids=event_ids)  # type: ignore[arg-type]
+        self._set_status("idle")
+        self._emit("session.usage", usage=self._usage_json(), budget=_dump(s.params.budget))
+        self._emit("session.status_idle", stop_reason=s.stop_reason.model_dump(exclude_none=True))
+
+    def _usage_json(self) -> dict[str, Any]:
+        usage = self._s.usage.model_copy()
+        usage.list_cost = MonetaryAmount(amount=nanos_to_cents_str(self._s.cost_nanos))
+        return usage.model_dump(mode="json")
+
+
+def _zero_usage() -> dict[str, int]:
+    return {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
+
+
+def _dump(model: Any) -> Any:
+    return model.model_dump(mode="json") if model is not None else None
