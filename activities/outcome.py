@@ -57,7 +57,7 @@ class OutcomeSandboxActivities:
 
     @activity.defn(name="managed_agents.outcome.read_rubric")
     async def read_rubric(self, inp: ReadRubricInput) -> ReadRubricResult:
-        workspace = self.sandbox.workspace(inp.session_id)
+        workspace = self.sandbox.workspace(inp.workspace_id or inp.session_id)
         try:
             path = resolve_in_workspace(workspace_root(workspace), inp.path, field="rubric.file_id")
         except Exception as err:  # escape attempts and bad paths are the user's to fix
@@ -74,7 +74,7 @@ class OutcomeSandboxActivities:
 
     @activity.defn(name="managed_agents.outcome.collect_deliverables")
     async def collect_deliverables(self, inp: CollectDeliverablesInput) -> DeliverablesManifest:
-        workspace = self.sandbox.workspace(inp.session_id)
+        workspace = self.sandbox.workspace(inp.workspace_id or inp.session_id)
         snapshot = Path(SNAPSHOT_ROOT) / inp.outcome_id / f"iteration-{inp.iteration}"
         files, bodies, omitted = await asyncio.to_thread(_collect, workspace, workspace / snapshot)
         ref = await asyncio.to_thread(self.sandbox.store.put_blob, bodies)

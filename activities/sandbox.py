@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from managed_agents.models.activity_io import (
     ToolCallInput,
     ToolCallResult,
 )
-from managed_agents.sandbox.tools import TOOL_NAMES, ToolLimits, run_tool
+from managed_agents.sandbox.tools import TOOL_NAMES, ToolLimits, ToolOutcome, run_tool
+from managed_agents.sandbox.write_guard import WriteGuard
 from managed_agents.store import SessionStore
 
 log = get_logger("managed_agents.sandbox")
@@ -54,6 +55,7 @@ class SandboxActivities:
         self.task_queue = task_queue
         self.sandbox_id = sandbox_id
         self.limits = limits or ToolLimits()
+        self.write_guard = WriteGuard()
 
     def workspace(self, session_id: str) -> Path:
         if not _SAFE_SESSION_ID.match(session_id) or session_id in (".", ".."):
@@ -89,14 +91,21 @@ class SandboxActivities:
             tool_use_id=inp.tool_use_id,
             attempt=info.attempt,
         )
-        workspace = self.workspace(inp.session_id)
+        workspace = self.workspace(inp.workspace_id or inp.session_id)
         if not workspace.is_dir():
             result = ToolCallResult(
                 content=[{"type": "text", "text": "the session's workspace is gone from this sandbox"}],
                 is_error=True,
             )
         else:
-            outcome = await run_tool(workspace, tool, inp.input, self.limits, on_progress=activity.heartbeat)
+
+            def run() -> Awaitable[ToolOutcome]:
+                return run_tool(workspace, tool, inp.input, self.limits, on_progress=activity.heartbeat)
+
+            if inp.shared_workspace:
+                outcome = await self.write_guard.run(inp.session_id, str(workspace), tool, inp.input, run)
+            else:
+                outcome = await run()
             result = ToolCallResult(content=outcome.content, is_error=outcome.is_error)
             size = len(json.dumps(result.content))
             if size > MAX_RESULT_BYTES:

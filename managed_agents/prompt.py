@@ -20,6 +20,7 @@ import copy
 import json
 from typing import Any
 
+from managed_agents.coordination import coordinator_tools
 from managed_agents.models.agent import AgentDefinition, CustomTool
 from managed_agents.sandbox.tools import tool_definitions
 
@@ -45,6 +46,8 @@ def tools_for(agent: AgentDefinition) -> list[dict[str, Any]]:
                     "input_schema": tool.input_schema.model_dump(exclude_none=True),
                 }
             )
+    if agent.multiagent is not None:
+        tools += coordinator_tools({name: a.description for name, a in agent.roster().items()})
     return tools
 
 

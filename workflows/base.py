@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
 
     from managed_agents.models.agent import ResolvedTool
     from managed_agents.models.events import StopReason
-    from managed_agents.models.session import MonetaryAmount
+    from managed_agents.models.session import MonetaryAmount, RequestUsage
     from managed_agents.pricing import nanos_to_cents_str
     from workflows.session_state import SessionState
 
@@ -64,8 +64,29 @@ class SessionBase:
             {"type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error}
         )
 
+    def _add_usage(self, usage: RequestUsage, cost_nanos: int | None, model: str) -> None:
+        s = self._s
+        s.usage.add(usage)
+        if cost_nanos is None:
+            s.unpriced_model = model
+        else:
+            s.cost_nanos += cost_nanos
+        self._on_usage(usage, cost_nanos, model)
+
+    # Hooks: a thread of a coordinator session reports these to its coordinator.
+    def _on_usage(self, usage: RequestUsage, cost_nanos: int | None, model: str) -> None:
+        pass
+
+    def _on_running(self) -> None:
+        pass
+
+    def _on_idle(self, reason: str, event_ids: list[str] | None) -> None:
+        pass
+
     def _budget_reached(self) -> bool:
         s = self._s
+        if s.parent_budget_reached:
+            return True  # the coordinator's budget, shared by every thread, is spent
         budget = s.params.budget
         if budget is None:
             return False
@@ -101,6 +122,7 @@ class SessionBase:
             if not s.pending_actions:
                 s.turn += 1
             self._emit("session.status_running")
+            self._on_running()
             return
         s.status = status  # type: ignore[assignment]
 
@@ -114,6 +136,7 @@ class SessionBase:
         self._set_status("idle")
         self._emit("session.usage", usage=self._usage_json(), budget=_dump(s.params.budget))
         self._emit("session.status_idle", stop_reason=s.stop_reason.model_dump(exclude_none=True))
+        self._on_idle(reason, event_ids)
 
     def _usage_json(self) -> dict[str, Any]:
         usage = self._s.usage.model_copy()

@@ -40,7 +40,9 @@ class OutcomesMixin(SessionBase):
         if outcome.rubric_source.get("type") == "file":
             read = await workflow.execute_activity(
                 READ_RUBRIC_ACTIVITY,
-                ReadRubricInput(session_id=s.session_id, path=outcome.rubric_source["file_id"]),
+                ReadRubricInput(
+                    session_id=s.session_id, workspace_id=s.workspace_id, path=outcome.rubric_source["file_id"]
+                ),
                 result_type=ReadRubricResult,
                 task_queue=s.sandbox_queue,
                 start_to_close_timeout=timedelta(seconds=60),
@@ -73,7 +75,9 @@ class OutcomesMixin(SessionBase):
         start = self._emit("span.outcome_evaluation_start", outcome_id=outcome.outcome_id, iteration=iteration)
         manifest = await workflow.execute_activity(
             COLLECT_ACTIVITY,
-            CollectDeliverablesInput(session_id=s.session_id, outcome_id=outcome.outcome_id, iteration=iteration),
+            CollectDeliverablesInput(
+                session_id=s.session_id, workspace_id=s.workspace_id, outcome_id=outcome.outcome_id, iteration=iteration
+            ),
             result_type=DeliverablesManifest,
             task_queue=s.sandbox_queue,
             start_to_close_timeout=timedelta(seconds=120),
@@ -133,11 +137,7 @@ class OutcomesMixin(SessionBase):
             grade = None
         else:
             usage = grade.usage
-            s.usage.add(RequestUsage.model_validate(grade.usage))
-            if grade.cost_nanos is None:
-                s.unpriced_model = grade.model
-            else:
-                s.cost_nanos += grade.cost_nanos
+            self._add_usage(RequestUsage.model_validate(grade.usage), grade.cost_nanos, grade.model)
             if grade.verdict is None:
                 result, explanation = "failed", f"grader error: {grade.error}"
                 outcome.failure_kind = "grader_error"

@@ -44,11 +44,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from managed_agents.models.outcome import OutcomeState
     from managed_agents.models.session import SessionCreateParams, SessionObject, SessionStats
+    from managed_agents.models.threads import ThreadInput, ThreadReport
     from managed_agents.prompt import order_user_blocks
     from workflows.base import InvalidSessionInput, _zero_usage, describe_validation_error, event_id
     from workflows.outcomes import OutcomesMixin
     from workflows.payload_guard import PayloadTooLargeError, check_payload_size
     from workflows.session_state import PendingAction, SessionState
+    from workflows.threads import THREAD_INPUT_SIGNAL, THREAD_REPORT_SIGNAL, ThreadsMixin
 
 MODEL_ACTIVITY = "managed_agents.model_request"
 REGISTER_ACTIVITY = "managed_agents.register_session"
@@ -59,7 +61,7 @@ MAX_UPDATE_BYTES = 1_000_000
 
 
 @workflow.defn(name="AgentSession")
-class AgentSession(OutcomesMixin):
+class AgentSession(OutcomesMixin, ThreadsMixin):
     @workflow.init
     def __init__(self, raw: Any) -> None:
         # Typed ``Any`` on purpose: a typed parameter that fails to decode fails the workflow *task*,
@@ -68,6 +70,8 @@ class AgentSession(OutcomesMixin):
         self._events: list[dict[str, Any]] = []
         self._first_seq = 0
         self._tools: dict[str, ResolvedTool] = {}
+        self._signal_tasks = []
+        self._waiting_for = set()
         info = workflow.info()
         try:
             if not isinstance(raw, dict):
@@ -109,12 +113,21 @@ class AgentSession(OutcomesMixin):
                 self._interrupt_blocked_turn()
             elif self._s.turn_active or (self._s.pending_actions and self._all_actions_resolved()):
                 await self._run_turn()
+            elif self._startable():
+                await self._start_queued_threads()
             elif self._finished():
                 break
             elif workflow.info().is_continue_as_new_suggested():
                 await self._continue_as_new()
             else:
                 self._s.interrupt_requested = False  # an interrupt with nothing to interrupt
+        for record in self._s.threads:
+            if record.status != "terminated":
+                record.status = "terminated"  # the threads end with the session (parent close policy)
+                self._emit(
+                    "session.thread_status_terminated", session_thread_id=record.thread_id, agent_name=record.agent_name
+                )
+        await self._flush_signals()
         self._set_status("terminated")
         self._emit("session.status_terminated")
         return self._session_object().model_dump(mode="json")
@@ -153,17 +166,36 @@ class AgentSession(OutcomesMixin):
                         "terminal span.outcome_evaluation_end"
                     )
             if isinstance(event, UserInterruptEvent) and event.session_thread_id is not None:
-                raise ValueError(f"events.{i}.session_thread_id: this session has no threads")
+                if self._thread(event.session_thread_id) is None:
+                    raise ValueError(
+                        f"events.{i}.session_thread_id: no thread {event.session_thread_id!r} in this session"
+                    )
             if isinstance(event, (UserToolConfirmationEvent, UserCustomToolResultEvent)):
                 ref = event.tool_use_id if isinstance(event, UserToolConfirmationEvent) else event.custom_tool_use_id
                 kind = "confirm" if isinstance(event, UserToolConfirmationEvent) else "custom"
                 action = self._find_action(ref)
                 field = "tool_use_id" if kind == "confirm" else "custom_tool_use_id"
+                routed = self._thread_action_route(ref)
+                if action is None and routed is not None and routed[1].kind == kind:
+                    if routed[0] in answered:
+                        raise ValueError(f"events.{i}.{field}: {ref!r} was already answered")
+                    answered.add(routed[0])
+                    continue  # a thread's call, cross-posted here: routed to the thread
                 if action is None or action.kind != kind:
                     raise ValueError(f"events.{i}.{field}: {ref!r} is not a pending {event.type.split('.')[1]} request")
                 if action.resolved or action.event_id in answered:
                     raise ValueError(f"events.{i}.{field}: {ref!r} was already answered")
                 answered.add(action.event_id)
+
+    @workflow.signal(name=THREAD_REPORT_SIGNAL)
+    def _thread_report(self, report: ThreadReport) -> None:
+        """A thread of this coordinator session reports status, usage or calls awaiting the user."""
+        self._on_thread_report(report)
+
+    @workflow.signal(name=THREAD_INPUT_SIGNAL)
+    def _thread_input(self, inp: ThreadInput) -> None:
+        """This thread's coordinator routes events (messages, answers, interrupts) to it."""
+        self._on_thread_input(inp)
 
     @workflow.signal(name="model_request_retrying")
     def _model_request_retrying(self, notice: ModelRetryNotice) -> None:
@@ -215,6 +247,10 @@ class AgentSession(OutcomesMixin):
             start_to_close_timeout=timedelta(seconds=60),
         )
         self._s.agent_ref = registered.agent_ref
+        ctx = self._s.thread_context
+        if ctx is not None:
+            self._s.sandbox_queue = ctx.sandbox_queue  # the coordinator's sandbox and workspace
+            return
         provisioned = await workflow.execute_activity(
             PROVISION_ACTIVITY,
             ProvisionSandboxInput(session_id=self._s.session_id),
@@ -232,6 +268,7 @@ class AgentSession(OutcomesMixin):
             or s.interrupt_requested
             or (bool(s.pending_actions) and self._all_actions_resolved())
             or self._finished()
+            or bool(self._startable())
             or workflow.info().is_continue_as_new_suggested()
         )
 
@@ -243,10 +280,12 @@ class AgentSession(OutcomesMixin):
             and s.stop_reason.type != "requires_action"
             and not s.turn_active
             and not s.pending_actions
+            and not self._threads_with_work()
             and workflow.all_handlers_finished()
         )
 
     async def _continue_as_new(self) -> None:
+        await self._flush_signals()
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.logger.info("continuing as new", extra={"next_seq": self._s.next_seq, "step": self._s.step})
         workflow.continue_as_new({CONTINUATION_KEY: self._s.model_dump(mode="json")})
@@ -279,8 +318,20 @@ class AgentSession(OutcomesMixin):
             if not s.pending_actions:
                 s.turn_active = True
         elif isinstance(event, UserInterruptEvent):
+            if event.session_thread_id is not None:
+                record = self._thread(event.session_thread_id)
+                if record is not None:
+                    self._route_to_thread(record, [{"type": "user.interrupt"}])
+                return echo
+            for record in s.threads:
+                if record.status in ("running", "queued"):
+                    self._route_to_thread(record, [{"type": "user.interrupt"}])
             if s.turn_active or s.pending_actions:
                 s.interrupt_requested = True
+        elif isinstance(event, (UserToolConfirmationEvent, UserCustomToolResultEvent)) and self._route_answer(
+            event, echo
+        ):
+            pass
         elif isinstance(event, UserToolConfirmationEvent):
             action = self._find_action(event.tool_use_id)
             assert action is not None
@@ -292,6 +343,37 @@ class AgentSession(OutcomesMixin):
             action.result_content = [b.model_dump(mode="json", exclude_none=True) for b in event.content]
             action.result_is_error = bool(event.is_error)
         return echo
+
+    def _route_answer(self, event: Any, echo: dict[str, Any]) -> bool:
+        """An answer to a thread's call cross-posted here goes to that thread. True if routed."""
+        ref = event.tool_use_id if isinstance(event, UserToolConfirmationEvent) else event.custom_tool_use_id
+        if self._find_action(ref) is not None:
+            return False
+        found = self._thread_action_route(ref)
+        if found is None:
+            return False
+        key, route = found
+        del self._s.thread_actions[key]
+        record = self._thread(route.thread_id)
+        echo["session_thread_id"] = route.thread_id
+        routed = event.model_dump(mode="json", exclude_none=True)
+        routed["tool_use_id" if isinstance(event, UserToolConfirmationEvent) else "custom_tool_use_id"] = (
+            route.thread_event_id
+        )
+        if record is not None:
+            self._route_to_thread(record, [routed])
+            record.status = "running"
+        return True
+
+    def _accept_routed(self, raw: dict[str, Any]) -> None:
+        [event] = INBOUND_EVENTS.validate_python([raw])
+        if isinstance(event, (UserToolConfirmationEvent, UserCustomToolResultEvent)):
+            ref = event.tool_use_id if isinstance(event, UserToolConfirmationEvent) else event.custom_tool_use_id
+            action = self._find_action(ref)
+            if action is None or action.resolved:
+                workflow.logger.warning("routed answer for no pending call", extra={"ref": ref})
+                return
+        self._accept(event)
 
     def _find_action(self, ref: str) -> PendingAction | None:
         for action in self._s.pending_actions:
@@ -333,6 +415,7 @@ class AgentSession(OutcomesMixin):
             if not await self._start_pending_outcome():
                 self._idle("end_turn")
                 return None
+            self._deliver_thread_results()
             result = await self._request_model()
             if result is None:
                 return
@@ -432,11 +515,7 @@ class AgentSession(OutcomesMixin):
         if result.cleared_before != s.cleared_before:
             s.cleared_before = result.cleared_before
             self._emit("agent.thread_context_compacted")
-        s.usage.add(result.usage)
-        if result.cost_nanos is None:
-            s.unpriced_model = result.model
-        else:
-            s.cost_nanos += result.cost_nanos
+        self._add_usage(result.usage, result.cost_nanos, result.model)
         if s.status == "rescheduling":
             self._set_status("running")
             self._emit("session.status_running")
@@ -471,7 +550,15 @@ class AgentSession(OutcomesMixin):
                 self._emit("agent.thinking")
             elif kind == "tool_use":
                 tool = self._tools.get(block["name"])
-                if tool is not None and tool.kind == "custom":
+                if tool is not None and tool.kind == "coordinator":
+                    event = self._emit(
+                        "agent.tool_use",
+                        name=block["name"],
+                        input=block["input"],
+                        evaluated_permission="allow",
+                        evaluation={"type": "always_allow"},
+                    )
+                elif tool is not None and tool.kind == "custom":
                     event = self._emit("agent.custom_tool_use", name=block["name"], input=block["input"])
                 elif tool is not None and tool.enabled:
                     permission = "ask" if tool.permission in ("always_ask", "auto") else "allow"
@@ -494,9 +581,12 @@ class AgentSession(OutcomesMixin):
         """Run what is allowed now, refuse what is not available, queue what needs the client."""
         s = self._s
         run_now: list[tuple[str, dict[str, Any]]] = []
+        delegation: list[tuple[str, dict[str, Any]]] = []
         for event_id_, block in tool_uses:
             tool = self._tools.get(block["name"])
-            if tool is None or (tool.kind == "builtin" and not tool.enabled):
+            if tool is not None and tool.kind == "coordinator":
+                delegation.append((event_id_, block))
+            elif tool is None or (tool.kind == "builtin" and not tool.enabled):
                 self._record_inline_result(
                     event_id_, block["id"], f"tool {block['name']!r} is not available to this agent", is_error=True
                 )
@@ -517,6 +607,8 @@ class AgentSession(OutcomesMixin):
             else:
                 run_now.append((event_id_, block))
         await self._run_tools(run_now)
+        if delegation:
+            await self._run_coordinator_tools(delegation)
 
     async def _settle_actions(self) -> None:
         """All pending actions are answered: run the allowed ones, answer the rest."""
@@ -552,7 +644,13 @@ class AgentSession(OutcomesMixin):
         started: list[tuple[str, dict[str, Any], Any]] = []
         for event_id_, block in calls:
             inp = ToolCallInput(
-                session_id=s.session_id, turn=s.turn, tool_use_id=block["id"], name=block["name"], input=block["input"]
+                session_id=s.session_id,
+                workspace_id=s.workspace_id,
+                shared_workspace=bool(s.threads) or s.thread_context is not None,
+                turn=s.turn,
+                tool_use_id=block["id"],
+                name=block["name"],
+                input=block["input"],
             )
             try:
                 check_payload_size(inp, f"tool call {block['name']}")
@@ -629,4 +727,5 @@ class AgentSession(OutcomesMixin):
             final_message=s.final_message,
             outcome_evaluations=[o.resource() for o in s.outcomes] if params else [],
             event_count=s.next_seq,
+            threads=[t.summary() for t in s.threads],
         )

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from managed_agents.models.events import StopReason
 from managed_agents.models.outcome import OutcomeState
 from managed_agents.models.session import SessionCreateParams, SessionUsage
+from managed_agents.models.threads import ThreadContext, ThreadRecord
 
 
 class PendingAction(BaseModel):
@@ -30,6 +31,12 @@ class PendingAction(BaseModel):
     @property
     def resolved(self) -> bool:
         return self.decision is not None if self.kind == "confirm" else self.result_content is not None
+
+
+class ThreadActionRoute(BaseModel):
+    thread_id: str
+    thread_event_id: str
+    kind: Literal["confirm", "custom"]
 
 
 class SessionState(BaseModel):
@@ -58,9 +65,26 @@ class SessionState(BaseModel):
     active_seconds: float = 0.0
     #: Every outcome defined in this session, oldest first; the last one may be in progress.
     outcomes: list[OutcomeState] = Field(default_factory=list)
+    #: Coordinator sessions: their threads, oldest first.
+    threads: list[ThreadRecord] = Field(default_factory=list)
+    #: Coordinator sessions: cross-posted calls waiting on the user, by the coordinator's event id.
+    thread_actions: dict[str, ThreadActionRoute] = Field(default_factory=dict)
+    #: Threads: the coordinator said the shared budget is spent.
+    parent_budget_reached: bool = False
     running_since: datetime | None = None
 
     @property
     def active_outcome(self) -> OutcomeState | None:
         last = self.outcomes[-1] if self.outcomes else None
         return last if last is not None and not last.terminal else None
+
+    @property
+    def thread_context(self) -> ThreadContext | None:
+        raw = self.params.thread
+        return ThreadContext.model_validate(raw) if raw else None
+
+    @property
+    def workspace_id(self) -> str:
+        """Threads work in their coordinator's workspace."""
+        ctx = self.thread_context
+        return ctx.workspace_id if ctx else self.session_id

@@ -78,6 +78,8 @@ class ProvisionSandboxResult(BaseModel):
 
 class ToolCallInput(BaseModel):
     session_id: str
+    workspace_id: str | None = Field(None, description="Workspace folder; threads share their coordinator's")
+    shared_workspace: bool = Field(False, description="Several agents edit this workspace: guard writes")
     turn: int = 0
     tool_use_id: str
     name: str

@@ -18,6 +18,9 @@ from managed_agents.sandbox.tools import TOOL_NAMES
 SERVER_TOOL_NAMES = ("web_fetch", "web_search")
 ToolName = Literal["bash", "read", "write", "edit", "glob", "grep", "web_fetch", "web_search"]
 
+#: Tools a coordinator's model gets to delegate to its roster (run by the workflow itself).
+COORDINATOR_TOOL_NAMES = ("create_agent", "send_to_agent", "wait_for_agents", "list_agents")
+
 _CUSTOM_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
@@ -105,7 +108,7 @@ class AgentDefinition(StrictModel):
     tools: list[AgentTool] = Field(default_factory=list)
     mcp_servers: list[dict[str, Any]] = Field(default_factory=list)
     skills: list[dict[str, Any]] = Field(default_factory=list)
-    multiagent: dict[str, Any] | None = None
+    multiagent: MultiagentCoordinator | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -115,8 +118,11 @@ class AgentDefinition(StrictModel):
             raise ValueError("mcp_servers / mcp_toolset are not supported by this engine yet")
         if self.skills:
             raise ValueError("skills are not supported by this engine yet")
-        if self.multiagent is not None:
-            raise ValueError("multiagent coordinators are not supported by this engine yet")
+        custom = {t.name for t in self.tools if isinstance(t, CustomTool)}
+        if self.multiagent is not None and custom & set(COORDINATOR_TOOL_NAMES):
+            raise ValueError(
+                f"tools: {', '.join(sorted(custom & set(COORDINATOR_TOOL_NAMES)))} is a coordinator tool name"
+            )
         toolsets = [t for t in self.tools if isinstance(t, AgentToolset)]
         if len(toolsets) > 1:
             raise ValueError("tools: agent_toolset_20260401 may appear only once")
@@ -166,12 +172,66 @@ class AgentDefinition(StrictModel):
                     )
             elif isinstance(tool, CustomTool):
                 resolved.append(ResolvedTool(name=tool.name, kind="custom", enabled=True, permission="client"))
+        if self.multiagent is not None:
+            resolved += [
+                ResolvedTool(name=name, kind="coordinator", enabled=True, permission="always_allow")
+                for name in COORDINATOR_TOOL_NAMES
+            ]
         return resolved
+
+    def roster(self) -> dict[str, AgentDefinition]:
+        """The agents this coordinator may start as threads, by name (``self`` resolved)."""
+        if self.multiagent is None:
+            return {}
+        out: dict[str, AgentDefinition] = {}
+        for entry in self.multiagent.agents:
+            if isinstance(entry, SelfRosterEntry):
+                out[self.name] = self.model_copy(update={"multiagent": None})
+            elif isinstance(entry, AgentDefinition):
+                out[entry.name] = entry
+        return out
+
+
+class SelfRosterEntry(StrictModel):
+    type: Literal["self"]
+
+
+class MultiagentCoordinator(StrictModel):
+    """``multiagent: {type: "coordinator", agents: [...]}``: the session's primary thread delegates to
+    threads running these agents. Entries are inline agent definitions or ``{"type": "self"}``."""
+
+    type: Literal["coordinator"]
+    agents: list[AgentDefinition | SelfRosterEntry | str] = Field(min_length=1, max_length=20)
+
+    @model_validator(mode="after")
+    def _roster_rules(self) -> MultiagentCoordinator:
+        names: list[str] = []
+        for i, entry in enumerate(self.agents):
+            if isinstance(entry, str):
+                raise ValueError(
+                    f"agents.{i}: stored agent ids ({entry!r}) are not supported yet: give the roster agent inline"
+                )
+            if isinstance(entry, SelfRosterEntry):
+                names.append("self")
+                continue
+            if entry.multiagent is not None:
+                raise ValueError(
+                    f"agents.{i} ({entry.name!r}) has multiagent set: one level of delegation only (depth limit 1)"
+                )
+            names.append(entry.name)
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"agents: entries must be distinct (repeated: {', '.join(duplicates)})")
+        return self
 
 
 class ResolvedTool(BaseModel):
     name: str
-    kind: Literal["builtin", "custom"]
+    kind: Literal["builtin", "custom", "coordinator"]
     enabled: bool
     #: ``client`` = a custom tool, which always waits for the client's result.
     permission: Literal["always_allow", "always_ask", "auto", "client"]
+
+
+MultiagentCoordinator.model_rebuild()
+AgentDefinition.model_rebuild()

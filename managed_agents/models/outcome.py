@@ -131,12 +131,14 @@ class OutcomeState(BaseModel):
 
 class CollectDeliverablesInput(BaseModel):
     session_id: str
+    workspace_id: str | None = None
     outcome_id: str
     iteration: int
 
 
 class ReadRubricInput(BaseModel):
     session_id: str
+    workspace_id: str | None = None
     path: str
 
 

@@ -53,6 +53,9 @@ class SessionOptions(StrictModel):
         default=None, min_length=1, description="Model of the outcome grader (default: the agent's model)."
     )
     grader_max_tokens: int = Field(default=4096, ge=256, le=64_000)
+    max_concurrent_threads: int = Field(
+        default=25, ge=1, le=1000, description="Coordinator threads running at once; more are queued, not dropped."
+    )
     outcome_ongoing_interval_seconds: float = Field(
         default=10, gt=0, description="How often span.outcome_evaluation_ongoing is emitted while the grader works."
     )
@@ -68,6 +71,9 @@ class SessionCreateParams(StrictModel):
     title: str | None = None
     vault_ids: list[str] = Field(default_factory=list)
     options: SessionOptions = Field(default_factory=SessionOptions)
+    thread: dict[str, Any] | None = Field(
+        default=None, description="Set by a coordinator session on the threads it starts; not for direct use."
+    )
 
     @field_validator("agent", mode="before")
     @classmethod
@@ -164,6 +170,7 @@ class SessionObject(BaseModel):
     stop_reason: StopReason | None = None
     final_message: str | None = Field(default=None, description="Text of the last agent.message")
     event_count: int = 0
+    threads: list[dict[str, Any]] = Field(default_factory=list, description="Coordinator sessions: their threads")
 
     @field_serializer("stop_reason")
     def _stop_reason(self, stop_reason: StopReason | None) -> dict[str, Any] | None:

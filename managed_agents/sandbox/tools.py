@@ -10,8 +10,10 @@ Contract:
   message naming the offending field. It raises only for caller bugs (e.g. the workspace
   directory does not exist -> FileNotFoundError).
 * Every path the model gives is confined to the workspace (see :mod:`managed_agents.sandbox.paths`).
-  ``bash`` is *not* path-confined here (that is the OS isolation layer's job); it only gets
-  cwd = workspace, a scrubbed environment, stdin = /dev/null, a timeout and an output cap.
+  ``bash`` is *not* path-confined here: without a ``policy`` it only gets cwd = workspace, a
+  scrubbed environment, stdin = /dev/null, a timeout and an output cap; with a
+  :class:`~managed_agents.sandbox.isolation.SandboxPolicy` it runs in a bubblewrap sandbox with
+  resource limits (see :mod:`managed_agents.sandbox.isolation`).
 * File tools run in a worker thread (``asyncio.to_thread``) so the event loop stays free to
   heartbeat; ``on_progress`` is called about once a second while any tool runs.
 """
@@ -23,6 +25,7 @@ import base64
 import contextlib
 import copy
 import itertools
+import logging
 import os
 import posixpath
 import re
@@ -36,6 +39,8 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from managed_agents.sandbox import isolation
+from managed_agents.sandbox.isolation import SandboxPolicy
 from managed_agents.sandbox.paths import (
     InvalidPathError,
     PathEscapeError,
@@ -50,6 +55,7 @@ __all__ = [
     "TOOL_NAMES",
     "InvalidPathError",
     "PathEscapeError",
+    "SandboxPolicy",
     "ToolLimits",
     "ToolOutcome",
     "run_tool",
@@ -71,6 +77,8 @@ _MAX_BRACE_EXPANSIONS = 256
 _BASH_PATH = "/usr/local/bin:/usr/bin:/bin"
 _BASH = shutil.which("bash", path=_BASH_PATH) or "/bin/bash"
 _GLOB_MAGIC = frozenset("*?[\\")
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,11 +385,17 @@ async def run_tool(
     limits: ToolLimits = _DEFAULT_LIMITS,
     *,
     on_progress: Callable[[], None] | None = None,
+    policy: SandboxPolicy | None = None,
 ) -> ToolOutcome:
     """Run one built-in sandbox tool inside ``workspace``.
 
     Model mistakes come back as ``is_error`` outcomes; only caller bugs raise (a missing
     workspace directory raises FileNotFoundError).
+
+    ``policy`` (see :mod:`managed_agents.sandbox.isolation`): bash runs in a bubblewrap sandbox
+    with its resource limits, or is refused when no isolation is available (unless the policy
+    allows unsandboxed commands), and write/edit respect the workspace quota. None: bash runs
+    unsandboxed as before (cwd = workspace, scrubbed environment, timeout and output cap only).
     """
     root = workspace_root(workspace)
     if name not in _INPUT_MODELS:
@@ -395,7 +409,9 @@ async def run_tool(
         return ToolOutcome.error(_format_validation_error(name, model, exc))
 
     try:
-        return await _with_progress(_dispatch(root, name, parsed, limits), on_progress)
+        if policy is not None and isinstance(parsed, WriteInput | EditInput):
+            await asyncio.to_thread(_check_quota, root, parsed, policy)
+        return await _with_progress(_dispatch(root, name, parsed, limits, policy), on_progress)
     except _ToolError as exc:
         return ToolOutcome.error(str(exc))
     except (PathEscapeError, InvalidPathError) as exc:
@@ -406,9 +422,11 @@ async def run_tool(
         return ToolOutcome.error(f"{name} failed: input text cannot be encoded: {exc}")
 
 
-def _dispatch(root: str, name: str, inp: _Input, limits: ToolLimits) -> Coroutine[Any, Any, ToolOutcome]:
+def _dispatch(
+    root: str, name: str, inp: _Input, limits: ToolLimits, policy: SandboxPolicy | None = None
+) -> Coroutine[Any, Any, ToolOutcome]:
     if isinstance(inp, BashInput):
-        return _bash(root, inp, limits)
+        return _bash(root, inp, limits, policy)
     sync_impls: dict[str, Callable[[str, Any, ToolLimits], ToolOutcome]] = {
         "read": _read,
         "write": _write,
@@ -465,7 +483,15 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-async def _bash(root: str, inp: BashInput, limits: ToolLimits) -> ToolOutcome:
+@dataclass
+class _ProcResult:
+    kept: bytes  # the first ``cap`` bytes of the combined output
+    total: int  # output bytes produced in all
+    returncode: int | None
+    timed_out: bool
+
+
+async def _bash(root: str, inp: BashInput, limits: ToolLimits, policy: SandboxPolicy | None = None) -> ToolOutcome:
     if inp.restart:
         return ToolOutcome.text("bash session restarted")
     if inp.command is None:
@@ -479,13 +505,39 @@ async def _bash(root: str, inp: BashInput, limits: ToolLimits) -> ToolOutcome:
     else:
         timeout = min(inp.timeout_ms / 1000.0, limits.max_timeout_s)
 
+    if policy is not None:
+        mode, detail = isolation.bash_mode(policy)
+        if mode == "refused":
+            return ToolOutcome.error(detail)
+        if mode == "isolated":
+            return await _bash_isolated(root, inp.command, timeout, limits, policy)
+        log.warning("%s", detail)
+
     env = {"PATH": _BASH_PATH, "HOME": root, "LANG": "C.UTF-8", "TERM": "dumb", "PWD": root}
+    result = await _run_process([_BASH, "-c", inp.command], env, root, timeout, limits.max_output_bytes)
+    return _bash_outcome(result, timeout, limits.max_output_bytes, [])
+
+
+async def _bash_isolated(
+    root: str, command: str, timeout: float, limits: ToolLimits, policy: SandboxPolicy
+) -> ToolOutcome:
+    cap = limits.max_output_bytes
+    try:
+        async with isolation.prepare_bash(policy, Path(root), command) as run:
+            result = await _run_process(run.argv, run.env, run.cwd, timeout, cap)
+            limit_notes = await run.finish(
+                result.returncode, result.kept.decode("utf-8", errors="replace"), timed_out=result.timed_out
+            )
+    except OSError as exc:
+        raise _ToolError(f"could not set up the sandbox for bash: {exc.strerror or exc}") from exc
+    return _bash_outcome(result, timeout, cap, limit_notes)
+
+
+async def _run_process(argv: list[str], env: dict[str, str], cwd: str, timeout: float, cap: int) -> _ProcResult:
     try:
         proc = await asyncio.create_subprocess_exec(
-            _BASH,
-            "-c",
-            inp.command,
-            cwd=root,
+            *argv,
+            cwd=cwd,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -495,7 +547,6 @@ async def _bash(root: str, inp: BashInput, limits: ToolLimits) -> ToolOutcome:
     except (OSError, ValueError) as exc:  # E2BIG for huge commands, unencodable text, ...
         raise _ToolError(f"could not start bash: {exc}") from exc
 
-    cap = limits.max_output_bytes
     kept = bytearray()
     total = 0
 
@@ -529,7 +580,8 @@ async def _bash(root: str, inp: BashInput, limits: ToolLimits) -> ToolOutcome:
                 await asyncio.wait({reader}, timeout=min(_EXIT_POLL_S, remaining))
     finally:
         # Whether bash finished, timed out or we were cancelled: nothing it started survives
-        # (background jobs included; only processes that left the session with setsid escape).
+        # (background jobs included; only processes that left the session with setsid escape;
+        # in the bubblewrap sandbox, killing bwrap tears down its whole PID namespace).
         _kill_group(proc.pid)
         waiter = asyncio.ensure_future(proc.wait())
         # The killed processes close the pipe: drain what they wrote, but never hang on a pipe
@@ -542,19 +594,23 @@ async def _bash(root: str, inp: BashInput, limits: ToolLimits) -> ToolOutcome:
             transport = getattr(proc, "_transport", None)
             if transport is not None:
                 transport.close()
+    return _ProcResult(kept=bytes(kept), total=total, returncode=proc.returncode, timed_out=timed_out)
 
-    text = kept.decode("utf-8", errors="replace")
+
+def _bash_outcome(result: _ProcResult, timeout: float, cap: int, limit_notes: list[str]) -> ToolOutcome:
+    text = result.kept.decode("utf-8", errors="replace")
     if not text.strip():
         text = ""
     notes: list[str] = []
-    if total > cap:
-        notes.append(f"[output truncated: {total} bytes total, first {cap} shown]")
-    if timed_out:
+    if result.total > cap:
+        notes.append(f"[output truncated: {result.total} bytes total, first {cap} shown]")
+    notes.extend(limit_notes)
+    if result.timed_out:
         notes.append(f"command timed out after {_fmt_seconds(timeout)}")
         is_error = True
     else:
-        rc = proc.returncode
-        is_error = rc != 0
+        rc = result.returncode
+        is_error = rc != 0 or bool(limit_notes)
         if rc is not None and rc < 0:
             try:
                 sig_name = signal.Signals(-rc).name
@@ -570,6 +626,29 @@ async def _bash(root: str, inp: BashInput, limits: ToolLimits) -> ToolOutcome:
             text += "\n"
         text += "\n".join(notes)
     return ToolOutcome.text(text, is_error=is_error)
+
+
+def _check_quota(root: str, inp: WriteInput | EditInput, policy: SandboxPolicy) -> None:
+    """Refuse a write/edit that would take the workspace over its quota (raises _ToolError)."""
+    quota = policy.workspace_quota_bytes
+    used = isolation.workspace_usage(root)
+    if isinstance(inp, WriteInput):
+        growth = len(inp.content.encode("utf-8", errors="surrogatepass"))
+        try:
+            real = resolve_in_workspace(root, inp.file_path, field="file_path")
+            growth -= os.stat(real).st_size  # the old content is replaced
+        except (OSError, ValueError):
+            pass  # new file, or a bad path: the tool itself reports that
+    else:
+        growth = len(inp.new_string.encode("utf-8", errors="surrogatepass")) - len(
+            inp.old_string.encode("utf-8", errors="surrogatepass")
+        )
+    if used + max(growth, 0) > quota:
+        fmt = isolation.format_bytes
+        raise _ToolError(
+            f"workspace quota exceeded: {fmt(used)} used of {fmt(quota)}; this change needs "
+            f"{fmt(max(growth, 0))} more. Delete files first."
+        )
 
 
 # --------------------------------------------------------------------------------------------
