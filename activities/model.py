@@ -49,7 +49,8 @@ class ModelActivities:
     @activity.defn(name="managed_agents.register_session")
     async def register_session(self, inp: RegisterSessionInput) -> RegisterSessionResult:
         ref = await asyncio.to_thread(self.store.put_agent, inp.agent)
-        return RegisterSessionResult(agent_ref=ref)
+        roster = [await asyncio.to_thread(self.store.put_agent, agent) for agent in inp.roster]
+        return RegisterSessionResult(agent_ref=ref, roster_refs=roster)
 
     @activity.defn(name="managed_agents.model_request")
     async def model_request(self, inp: ModelRequestInput) -> ModelRequestResult:

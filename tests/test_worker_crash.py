@@ -194,3 +194,46 @@ async def test_sigkill_during_grading_resumes_the_same_iteration(temporal_env, m
     finally:
         worker.kill()
         worker.wait()
+
+
+async def test_sigkill_mid_fan_out_every_thread_finishes_exactly_once(temporal_env, mock_claude, settings) -> None:
+    from tests.test_multiagent import coordinator_input, create, specialist, tool_result_texts
+
+    m = marker()
+    tasks = [f"{marker()} part {i}" for i in range(3)]
+    mock_claude.script_for(
+        m,
+        Turn.tool_uses([create("worker", t) for t in tasks]),
+        Turn.tool_use("wait_for_agents", {}),
+        Turn.text("merged after the crash"),
+    )
+    for i, t in enumerate(tasks):
+        # The first answer is slow: the kill lands while every thread waits on the model.
+        mock_claude.script_for(t, Fault.slow(60, then=Turn.text("lost")), Turn.text(f"part {i} done"))
+    sessions = SessionClient(temporal_env.client, settings.task_queue)
+    worker = start_worker(temporal_env.client, mock_claude, settings)
+    try:
+        handle = await sessions.create(coordinator_input(m, [specialist("worker")], heartbeat_timeout_seconds=3))
+
+        async def all_threads_asking() -> bool:
+            return all(mock_claude.requests_for(t) for t in tasks)
+
+        await wait_until(all_threads_asking)
+        await asyncio.sleep(0.5)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        worker = start_worker(temporal_env.client, mock_claude, settings)
+        result = await asyncio.wait_for(handle.result(), 90)
+        assert result.final_message == "merged after the crash"
+        events = await handle.events()
+        assert_log_is_clean(events)
+        kinds = [e.type for e in events]
+        assert kinds.count("session.thread_created") == 3
+        assert kinds.count("session.thread_status_idle") == 3, "each thread finished exactly once"
+        merged = tool_result_texts(mock_claude.requests_for(m)[2])[0]
+        assert all(merged.count(f"part {i} done") == 1 for i in range(3)) and "lost" not in merged
+        for t in tasks:
+            assert len(mock_claude.requests_for(t)) == 2, "one lost request, one retry, nothing more"
+    finally:
+        worker.kill()
+        worker.wait()

@@ -77,9 +77,6 @@ class SessionBase:
     def _on_usage(self, usage: RequestUsage, cost_nanos: int | None, model: str) -> None:
         pass
 
-    def _on_running(self) -> None:
-        pass
-
     def _on_idle(self, reason: str, event_ids: list[str] | None) -> None:
         pass
 
@@ -122,7 +119,6 @@ class SessionBase:
             if not s.pending_actions:
                 s.turn += 1
             self._emit("session.status_running")
-            self._on_running()
             return
         s.status = status  # type: ignore[assignment]
 

@@ -240,14 +240,23 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
 
     async def _start(self) -> None:
         params = self._s.params
-        registered = await workflow.execute_activity(
-            REGISTER_ACTIVITY,
-            RegisterSessionInput(session_id=self._s.session_id, agent=params.agent_definition.model_dump(mode="json")),
-            result_type=RegisterSessionResult,
-            start_to_close_timeout=timedelta(seconds=60),
-        )
-        self._s.agent_ref = registered.agent_ref
         ctx = self._s.thread_context
+        if ctx is not None and ctx.agent_ref:
+            self._s.agent_ref = ctx.agent_ref  # the coordinator stored it already
+        else:
+            roster = params.agent_definition.roster()
+            registered = await workflow.execute_activity(
+                REGISTER_ACTIVITY,
+                RegisterSessionInput(
+                    session_id=self._s.session_id,
+                    agent=params.agent_definition.model_dump(mode="json"),
+                    roster=[agent.model_dump(mode="json") for agent in roster.values()],
+                ),
+                result_type=RegisterSessionResult,
+                start_to_close_timeout=timedelta(seconds=60),
+            )
+            self._s.agent_ref = registered.agent_ref
+            self._s.roster_refs = dict(zip(roster, registered.roster_refs, strict=True))
         if ctx is not None:
             self._s.sandbox_queue = ctx.sandbox_queue  # the coordinator's sandbox and workspace
             return
@@ -362,7 +371,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
         )
         if record is not None:
             self._route_to_thread(record, [routed])
-            record.status = "running"
+            self._mark_running(record)
         return True
 
     def _accept_routed(self, raw: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from managed_agents.models.events import StopReason
 from managed_agents.models.outcome import OutcomeState
-from managed_agents.models.session import SessionCreateParams, SessionUsage
+from managed_agents.models.session import RequestUsage, SessionCreateParams, SessionUsage
 from managed_agents.models.threads import ThreadContext, ThreadRecord
 
 
@@ -71,6 +71,11 @@ class SessionState(BaseModel):
     thread_actions: dict[str, ThreadActionRoute] = Field(default_factory=dict)
     #: Threads: the coordinator said the shared budget is spent.
     parent_budget_reached: bool = False
+    #: Coordinator sessions: stored definitions of the roster agents, by name.
+    roster_refs: dict[str, str] = Field(default_factory=dict)
+    #: Threads: usage not yet reported to the coordinator.
+    unreported_usage: RequestUsage = Field(default_factory=RequestUsage)
+    unreported_cost_nanos: int = 0
     running_since: datetime | None = None
 
     @property

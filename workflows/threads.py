@@ -71,7 +71,10 @@ class ThreadsMixin(SessionBase):
 
     def _on_usage(self, usage: RequestUsage, cost_nanos: int | None, model: str) -> None:
         ctx = self._s.thread_context
-        if ctx is not None:
+        if ctx is None:
+            return
+        if ctx.report_usage or cost_nanos is None:
+            # A budget is shared with the coordinator: it must see every request as it happens.
             self._report(
                 ThreadReport(
                     thread_id=ctx.thread_id,
@@ -81,11 +84,9 @@ class ThreadsMixin(SessionBase):
                     unpriced_model=model if cost_nanos is None else None,
                 )
             )
-
-    def _on_running(self) -> None:
-        ctx = self._s.thread_context
-        if ctx is not None:
-            self._report(ThreadReport(thread_id=ctx.thread_id, kind="running"))
+        else:  # no budget: one report per turn is enough (each signal costs the coordinator a task)
+            self._s.unreported_usage.add(usage)
+            self._s.unreported_cost_nanos += cost_nanos
 
     def _on_idle(self, reason: str, event_ids: list[str] | None) -> None:
         s = self._s
@@ -100,6 +101,8 @@ class ThreadsMixin(SessionBase):
                     ThreadAction(event_id=ident, type=event["type"], name=event["name"], input=event["input"])
                 )
         outcome = s.outcomes[-1].resource() if s.outcomes else None
+        usage, cost = s.unreported_usage, s.unreported_cost_nanos
+        s.unreported_usage, s.unreported_cost_nanos = RequestUsage(), 0
         self._report(
             ThreadReport(
                 thread_id=ctx.thread_id,
@@ -108,6 +111,8 @@ class ThreadsMixin(SessionBase):
                 final_message=s.final_message,
                 actions=actions,
                 outcome=outcome,
+                usage_since_last=usage,
+                cost_nanos_since_last=cost,
             )
         )
 
@@ -144,7 +149,7 @@ class ThreadsMixin(SessionBase):
     async def _start_queued_threads(self) -> None:
         ready = self._startable()
         for record in ready:
-            record.status = "running"  # counts against the limit from now on
+            self._mark_running(record)  # counts against the limit from now on
         if ready:
             await asyncio.gather(*(self._start_thread(r) for r in ready))
 
@@ -159,6 +164,8 @@ class ThreadsMixin(SessionBase):
             agent_name=record.agent_name,
             workspace_id=s.workspace_id,
             sandbox_queue=s.sandbox_queue or "",
+            agent_ref=s.roster_refs.get(record.agent_name),
+            report_usage=s.params.budget is not None,
         )
         events, record.queued_events = record.queued_events, []
         body = {
@@ -189,20 +196,11 @@ class ThreadsMixin(SessionBase):
         if record is None or record.status == "terminated":
             return
         fields = {"session_thread_id": record.thread_id, "agent_name": record.agent_name}
-        if report.kind == "running":
-            record.status = "running"
-            self._emit("session.thread_status_running", **fields)
-        elif report.kind == "usage" and report.usage is not None:
-            record.usage.add(report.usage)
-            record.cost_nanos += report.cost_nanos or 0
-            # One budget for the whole session: the coordinator's counters include every thread's.
-            self._add_usage(report.usage, report.cost_nanos, report.unpriced_model or "")
-            if self._budget_reached():
-                for other in s.threads:
-                    if other.status == "running":
-                        handle = workflow.get_external_workflow_handle(other.workflow_id)
-                        self._send_later(handle.signal(THREAD_INPUT_SIGNAL, ThreadInput(budget_reached=True)))
+        if report.kind == "usage" and report.usage is not None:
+            self._thread_usage(record, report.usage, report.cost_nanos, report.unpriced_model)
         elif report.kind == "idle":
+            if report.usage_since_last is not None:
+                self._thread_usage(record, report.usage_since_last, report.cost_nanos_since_last, None)
             record.status = "idle"
             record.stop_reason = report.stop_reason
             record.final_message = report.final_message
@@ -233,6 +231,24 @@ class ThreadsMixin(SessionBase):
                 )
             if not s.turn_active and not s.pending_actions and record.thread_id not in self._waiting_for:
                 s.turn_active = True  # wake the coordinator: a result is waiting for it
+
+    def _thread_usage(
+        self, record: ThreadRecord, usage: RequestUsage, cost_nanos: int | None, unpriced: str | None
+    ) -> None:
+        s = self._s
+        record.usage.add(usage)
+        record.cost_nanos += cost_nanos or 0
+        # One budget for the whole session: the coordinator's counters include every thread's.
+        self._add_usage(usage, cost_nanos, unpriced or "")
+        if self._budget_reached():
+            for other in s.threads:
+                if other.status == "running":
+                    handle = workflow.get_external_workflow_handle(other.workflow_id)
+                    self._send_later(handle.signal(THREAD_INPUT_SIGNAL, ThreadInput(budget_reached=True)))
+
+    def _mark_running(self, record: ThreadRecord) -> None:
+        record.status = "running"
+        self._emit("session.thread_status_running", session_thread_id=record.thread_id, agent_name=record.agent_name)
 
     def _thread_action_route(self, ref: str) -> tuple[str, ThreadActionRoute] | None:
         for key, route in self._s.thread_actions.items():
@@ -314,7 +330,8 @@ class ThreadsMixin(SessionBase):
             self._route_to_thread(
                 target, [{"type": "user.message", "content": [{"type": "text", "text": args.message}]}]
             )
-            target.status = "running" if target.status == "idle" else target.status
+            if target.status == "idle":
+                self._mark_running(target)
             self._emit(
                 "agent.thread_message_sent",
                 to_session_thread_id=target.thread_id,

@@ -26,10 +26,12 @@ class TranscriptMessage(BaseModel):
 class RegisterSessionInput(BaseModel):
     session_id: str
     agent: dict[str, Any]
+    roster: list[dict[str, Any]] = Field(default_factory=list, description="A coordinator's roster agents")
 
 
 class RegisterSessionResult(BaseModel):
     agent_ref: str = Field(description="Content hash of the stored agent definition")
+    roster_refs: list[str] = Field(default_factory=list)
 
 
 class ModelRequestInput(BaseModel):

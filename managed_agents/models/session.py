@@ -126,6 +126,14 @@ class RequestUsage(BaseModel):
     cache_creation_input_tokens: int = 0
     cache_creation: CacheCreationUsage = Field(default_factory=CacheCreationUsage)
 
+    def add(self, other: RequestUsage) -> None:
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cache_read_input_tokens += other.cache_read_input_tokens
+        self.cache_creation_input_tokens += other.cache_creation_input_tokens
+        self.cache_creation.ephemeral_5m_input_tokens += other.cache_creation.ephemeral_5m_input_tokens
+        self.cache_creation.ephemeral_1h_input_tokens += other.cache_creation.ephemeral_1h_input_tokens
+
 
 class SessionUsage(BaseModel):
     input_tokens: int = 0

@@ -26,6 +26,8 @@ class ThreadContext(BaseModel):
     agent_name: str
     workspace_id: str = Field(description="The coordinator's workspace, shared by every thread")
     sandbox_queue: str
+    agent_ref: str | None = Field(None, description="The roster agent, already in the store")
+    report_usage: bool = Field(False, description="Report each request's usage (the session has a budget)")
 
 
 class ThreadAction(BaseModel):
@@ -41,7 +43,7 @@ class ThreadReport(BaseModel):
     """Thread → coordinator (signal ``thread_report``)."""
 
     thread_id: str
-    kind: Literal["running", "usage", "idle"]
+    kind: Literal["usage", "idle"]
     usage: RequestUsage | None = None
     cost_nanos: int | None = None
     unpriced_model: str | None = None
@@ -49,6 +51,9 @@ class ThreadReport(BaseModel):
     final_message: str | None = None
     actions: list[ThreadAction] = Field(default_factory=list)
     outcome: dict[str, Any] | None = None
+    #: With ``kind="idle"``: usage since the last report (unless reported per request).
+    usage_since_last: RequestUsage | None = None
+    cost_nanos_since_last: int = 0
 
 
 class ThreadInput(BaseModel):

@@ -47,10 +47,12 @@ Limits (per command) and what enforces them
   (unless ``allow_unsandboxed``: then it runs isolated without a process cap, with a warning).
 * file size: ``RLIMIT_FSIZE`` = min(``file_size_bytes``, workspace quota left), so a single
   file cannot overrun the quota; ``/tmp`` is a tmpfs capped at ``tmp_size_bytes``.
-* workspace quota: measured (allocated blocks, hard links counted once) before and after every
-  command; over quota afterwards -> an ``is_error`` result; over quota before -> the command runs
-  with ``RLIMIT_FSIZE`` 0 so it can delete files but not grow any. Best effort: many files each
-  under the per-file cap can overshoot within one command (no filesystem quota is used).
+* workspace quota: measured (allocated blocks, hard links counted once) after every command (the
+  last measurement is the next command's starting point; the first command of a worker process
+  measures before too); over quota afterwards -> an ``is_error`` result; over quota before -> the
+  command runs with ``RLIMIT_FSIZE`` 0 so it can delete files but not grow any. write/edit refuse
+  changes that would exceed the quota. Best effort: many files each under the per-file cap can
+  overshoot within one command (no filesystem quota is used). The walk costs ~5 us per file.
 * output: the caller's output cap.
 """
 
@@ -248,7 +250,7 @@ class SandboxPolicy(BaseModel):
     file_size_bytes: int = Field(default=256 * MiB, gt=0)
     workspace_quota_bytes: int = Field(default=1 * GiB, gt=0)
     tmp_size_bytes: int = Field(default=256 * MiB, gt=0)
-    """Size of the private /tmp tmpfs (it is memory)."""
+    """Size of each of the private /tmp and /dev/shm tmpfs (they are memory)."""
     readonly_mounts: tuple[Mount, ...] = ()
     writable_mounts: tuple[Mount, ...] = ()
     cgroup_parent: Path | None = None
@@ -729,6 +731,11 @@ class _CommandCgroup:
 # --------------------------------------------------------------------------------------------
 
 
+# Workspace -> its usage measured after the last command: the next command's starting point (the
+# file tools may have added a little since; the measurement after that command catches it).
+_last_usage: dict[str, int] = {}
+
+
 @dataclass
 class BashRun:
     """A prepared sandboxed command: spawn ``argv`` with ``env`` in ``cwd`` (a new session, stdin
@@ -775,6 +782,7 @@ class BashRun:
         if rc == _SETUP_FAILED_RC and "ulimit" in output:
             notes.append("the sandbox could not apply its resource limits")
         used = await asyncio.to_thread(workspace_usage, self.workspace)
+        _last_usage[os.fspath(self.workspace)] = used
         if used > p.workspace_quota_bytes:
             notes.append(
                 f"workspace quota exceeded: {format_bytes(used)} used of {format_bytes(p.workspace_quota_bytes)}; "
@@ -795,7 +803,9 @@ async def prepare_bash(policy: SandboxPolicy, workspace: Path, command: str) -> 
     if mechanism is None:  # bash_mode() refused this unless allow_unsandboxed is set
         log.warning("sandboxed bash runs WITHOUT a process limit (allow_unsandboxed is set): %s", why)
 
-    used = await asyncio.to_thread(workspace_usage, workspace)
+    used = _last_usage.get(os.fspath(workspace))
+    if used is None:
+        used = await asyncio.to_thread(workspace_usage, workspace)
     left = policy.workspace_quota_bytes - used
     fsize = max(0, min(policy.file_size_bytes, left))
 

@@ -563,6 +563,7 @@ async def _run_process(argv: list[str], env: dict[str, str], cwd: str, timeout: 
                 kept.extend(chunk[:room])
 
     reader = asyncio.ensure_future(pump())
+    waiter = asyncio.ensure_future(proc.wait())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     timed_out = False
@@ -574,8 +575,8 @@ async def _run_process(argv: list[str], env: dict[str, str], cwd: str, timeout: 
             if remaining <= 0:
                 timed_out = True
                 break
-            if reader.done():  # EOF: bash is exiting, its status arrives momentarily
-                await asyncio.sleep(min(_EXIT_POLL_S / 5, remaining))
+            if reader.done():  # EOF: the pipe is closed, so proc.wait() returns as soon as bash exits
+                await asyncio.wait({waiter}, timeout=remaining)
             else:
                 await asyncio.wait({reader}, timeout=min(_EXIT_POLL_S, remaining))
     finally:
@@ -583,7 +584,6 @@ async def _run_process(argv: list[str], env: dict[str, str], cwd: str, timeout: 
         # (background jobs included; only processes that left the session with setsid escape;
         # in the bubblewrap sandbox, killing bwrap tears down its whole PID namespace).
         _kill_group(proc.pid)
-        waiter = asyncio.ensure_future(proc.wait())
         # The killed processes close the pipe: drain what they wrote, but never hang on a pipe
         # held open by an escaped process.
         with contextlib.suppress(BaseException):
