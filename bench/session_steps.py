@@ -65,8 +65,6 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.common import RetryPolicy
     from temporalio.exceptions import ApplicationError
 
-    from managed_agents.testing.mock_claude import MockClaude, RecordedRequest, Turn
-
 TOOL_COMMAND = "head -c 4096 /dev/zero | tr '\\0' a"
 TASK_QUEUE = "bench"
 SANDBOX_ID = "bench"
@@ -95,6 +93,37 @@ AT = re.compile(r"\bat=(\d+)")
 
 
 # ------------------------------------------------------------------------------------------------
+# A snapshot of the engine's code
+# ------------------------------------------------------------------------------------------------
+
+ENGINE_PACKAGES = ("managed_agents", "workflows", "activities")
+
+
+def snapshot_engine(dest: Path) -> dict[str, Any]:
+    """Copy the engine's packages to ``dest`` and import them from there for the whole run.
+
+    The workflow sandbox re-reads ``workflows/session.py`` from disk for every new run (each
+    continue-as-new), while the worker keeps the modules it imported at start: code edited during a
+    benchmark would otherwise mix two versions of the engine in one session.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    newest = 0.0
+    for package in ENGINE_PACKAGES:
+        shutil.copytree(ROOT / package, dest / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for path in sorted(dest.rglob("*.py")):
+        digest.update(str(path.relative_to(dest)).encode() + b"\0" + path.read_bytes())
+        newest = max(newest, (ROOT / path.relative_to(dest)).stat().st_mtime)
+    sys.path.insert(0, str(dest))
+    return {
+        "path": str(dest),
+        "sha256": digest.hexdigest()[:16],
+        "newest_file": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(newest)),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
 # The mock (child process): a stateless responder, so retries never skew the step count
 # ------------------------------------------------------------------------------------------------
 
@@ -108,12 +137,14 @@ def _texts(message: dict[str, Any]) -> str:
     return " ".join(b.get("text", "") for b in content or [] if isinstance(b, dict) and b.get("type") == "text")
 
 
-def responder(body: dict[str, Any]) -> Turn:
+def responder(body: dict[str, Any]) -> Any:
     """tool_use of bash until the session's step count is reached, then text.
 
     plain / engine requests carry the whole transcript: the steps done are its assistant messages.
     The floor's fixed tiny request says ``at=<k>`` itself.
     """
+    from managed_agents.testing.mock_claude import Turn
+
     if _served is not None:
         with _served.get_lock():
             _served.value += 1
@@ -131,16 +162,17 @@ def responder(body: dict[str, Any]) -> Turn:
     return Turn.text(f"done after {done} steps")
 
 
-class _BenchMock(MockClaude):
-    def _record(self, request: Any, body: dict[str, Any]) -> RecordedRequest:
-        # The stock mock keeps every request body (GBs over a long session): record nothing.
-        return RecordedRequest(path=request.path, headers={}, body={}, stream=body.get("stream") is True)
-
-
 def _mock_main(latency: float, served: Any, port_out: Any, stop: Any) -> None:
+    from managed_agents.testing.mock_claude import MockClaude, RecordedRequest
+
+    class BenchMock(MockClaude):
+        def _record(self, request: Any, body: dict[str, Any]) -> RecordedRequest:
+            # The stock mock keeps every request body (GBs over a long session): record nothing.
+            return RecordedRequest(path=request.path, headers={}, body={}, stream=body.get("stream") is True)
+
     global _served
     _served = served
-    mock = _BenchMock(default=responder, latency=latency)
+    mock = BenchMock(default=responder, latency=latency)
     mock.start()
     port_out.put(mock.port)
     parent = multiprocessing.parent_process()
@@ -368,11 +400,17 @@ class Bench:
                     max_concurrent_activities=100,
                 ),
             ]
-        async with contextlib.AsyncExitStack() as stack:
+        stack = contextlib.AsyncExitStack()
+        try:
             for worker in workers:
                 await stack.enter_async_context(worker)
             await asyncio.sleep(0.3)  # pollers up before the clock starts
             yield
+        finally:
+            try:
+                await asyncio.wait_for(stack.aclose(), timeout=30)
+            except TimeoutError:
+                print("[bench] workers did not shut down within 30 s; going on", flush=True)
 
     # --- progress ---
 
@@ -464,7 +502,12 @@ class Bench:
             handle = await self.client.start_workflow(
                 FloorWorkflow.run, {"marker": mark, "sandbox_id": SANDBOX_ID}, id=wf_id, task_queue=TASK_QUEUE
             )
-            done = await asyncio.wait_for(handle.result(), timeout=self.timeout(steps))
+            try:
+                done = await self.wait_result(handle, steps)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await handle.terminate("benchmark run failed")
+                raise
         elapsed = time.perf_counter() - start
         ok = done == steps
         return RunResult("floor", steps, elapsed, ok, "" if ok else f"ran {done} steps, expected {steps}", wf_id)
@@ -479,7 +522,7 @@ class Bench:
         async with self.progress(f"engine {steps}", steps):
             handle = await self.client.start_workflow("AgentSession", body, id=wf_id, task_queue=TASK_QUEUE)
             try:
-                session = await asyncio.wait_for(handle.result(), timeout=self.timeout(steps))
+                session = await self.wait_result(handle, steps)
             except BaseException:
                 with contextlib.suppress(Exception):
                     await handle.terminate("benchmark run failed")
@@ -513,6 +556,36 @@ class Bench:
 
     def timeout(self, steps: int) -> float:
         return 120.0 + steps * 2.0
+
+    async def wait_result(self, handle: Any, steps: int) -> Any:
+        """The workflow's result; fails fast when its workflow task keeps failing (a broken engine
+        would otherwise retry forever) or when the session overruns its time."""
+        task = asyncio.ensure_future(handle.result())
+        latest = self.client.get_workflow_handle(handle.id)  # follows continue-as-new
+        deadline = time.monotonic() + self.timeout(steps)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=2.0)
+                if done:
+                    return task.result()
+                desc = await latest.describe()
+                attempt = desc.raw_description.pending_workflow_task.attempt
+                if attempt >= 3:
+                    raise RuntimeError(f"workflow task failing (attempt {attempt}): {await self.last_failure(latest)}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no result after {self.timeout(steps):.0f} s")
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def last_failure(self, handle: Any) -> str:
+        history = await handle.fetch_history()
+        for event in reversed(history.events):
+            if event.HasField("workflow_task_failed_event_attributes"):
+                return event.workflow_task_failed_event_attributes.failure.message[:300]
+        return "?"
 
     async def run(self, kind: str, steps: int) -> RunResult:
         try:
@@ -619,16 +692,18 @@ async def amain(args: argparse.Namespace) -> int:
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
-    from managed_agents.devserver import temporal_cli_path
-    from managed_agents.logging import configure_logging
-
     console = Console(width=170)
-    configure_logging("console", "WARNING")
     tmp = Path(tempfile.mkdtemp(prefix="bench-session-steps-"))
     mock = MockProcess(args.latency)
     env: Any = None
     t0 = time.perf_counter()
     try:
+        snapshot = snapshot_engine(tmp / "engine")
+        print(f"[bench] engine snapshot {snapshot['sha256']} (newest file {snapshot['newest_file']})", flush=True)
+        from managed_agents.devserver import temporal_cli_path
+        from managed_agents.logging import configure_logging
+
+        configure_logging("console", "WARNING")
         dev_args = [] if args.stock_dev_server else DEV_SERVER_ARGS
         print(
             f"[bench] temp dir {tmp}; mock Claude latency {args.latency}s; fresh dev server "
@@ -715,6 +790,7 @@ async def amain(args: argparse.Namespace) -> int:
             "dev_server_args": dev_args,
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
+            "engine_snapshot": {k: snapshot[k] for k in ("sha256", "newest_file")},
             "steps": {},
         }
         for steps in args.step_list:
@@ -834,17 +910,31 @@ async def amain(args: argparse.Namespace) -> int:
         return 0
     finally:
         if env is not None:
-            with contextlib.suppress(Exception):
-                await env.shutdown()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(env.shutdown(), timeout=30)
         mock.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def amain_with_signals(args: argparse.Namespace) -> int:
+    """SIGTERM cancels the run like Ctrl-C does, so the dev server and the mock still get stopped."""
+    import signal
+
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await amain(args)
+    except asyncio.CancelledError:
+        print("[bench] interrupted", flush=True)
+        return 130
 
 
 def main() -> None:
     args = parse_args()
     code = 2
     try:
-        code = asyncio.run(amain(args))
+        code = asyncio.run(amain_with_signals(args))
     except KeyboardInterrupt:
         code = 130
     except Exception:

@@ -257,6 +257,7 @@ def get(
 @app.command()
 def events(
     session_id: SessionId,
+    thread: Annotated[str | None, typer.Option(help="A thread's own event log (sthr_… id)")] = None,
     after_seq: Annotated[int, typer.Option(help="Only events after this seq")] = -1,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line")] = False,
     address: Address = None,
@@ -265,7 +266,8 @@ def events(
     """Print a session's event log (across continue-as-new runs)."""
 
     async def go() -> None:
-        handle = (await _sessions(address, namespace, DEFAULT_TASK_QUEUE)).get(session_id)
+        sessions = await _sessions(address, namespace, DEFAULT_TASK_QUEUE)
+        handle = sessions.get(session_id if thread is None else f"{session_id}--{thread}")
         for event in await handle.events(after_seq):
             if as_json:
                 print(event.model_dump_json())

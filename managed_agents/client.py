@@ -120,6 +120,10 @@ class SessionHandle:
             if not events:
                 await asyncio.sleep(poll_interval)
 
+    def thread(self, thread_id: str) -> SessionHandle:
+        """A coordinator's thread: a session of its own, with its own event log."""
+        return SessionHandle(self._client.get_workflow_handle(f"{self.id}--{thread_id}"))
+
     async def result(self) -> SessionObject:
         """Wait for the workflow to complete; the session object it returns."""
         return SessionObject.model_validate(await self._handle.result())

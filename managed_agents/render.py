@@ -34,6 +34,9 @@ def _clip_lines(text: str) -> str:
 def render_event(console: Console, event: SessionEvent, session_id: str) -> None:
     e = event.model_extra or {}
     kind = event.type
+    thread = e.get("session_thread_id")
+    if thread and kind in ("agent.tool_use", "agent.custom_tool_use"):
+        console.print(f"[magenta]  [from thread {thread}][/]")
     if kind == "user.message":
         console.print(f"[bold cyan]▶ user[/] {escape(_blocks_text(e.get('content')))}")
     elif kind == "agent.message":
@@ -105,6 +108,23 @@ def render_event(console: Console, event: SessionEvent, session_id: str) -> None
             console.print(f"    [dim]{escape(_short(e.get('explanation'), 300))}[/]")
         if "best_iteration" in e:
             console.print(f"    best: evaluation {e['best_iteration'] + 1}, kept in {e.get('best_snapshot_dir')}")
+    elif kind == "session.thread_created":
+        console.print(
+            f"[bold magenta]⑂ thread[/] {e.get('session_thread_id')} started ({escape(str(e.get('agent_name')))})"
+        )
+    elif kind == "session.thread_status_idle":
+        reason = (e.get("stop_reason") or {}).get("type")
+        console.print(
+            f"[magenta]  ⑂ {e.get('session_thread_id')} ({escape(str(e.get('agent_name')))}) idle: {reason}[/]"
+        )
+    elif kind == "session.thread_status_terminated":
+        console.print(f"[dim]  ⑂ {e.get('session_thread_id')} terminated[/]")
+    elif kind == "agent.thread_message_sent":
+        text = _short(_blocks_text(e.get("content")), 200)
+        console.print(f"[magenta]  → {escape(str(e.get('to_agent_name')))}[/] {escape(text)}")
+    elif kind == "agent.thread_message_received":
+        text = _short(_blocks_text(e.get("content")), 200)
+        console.print(f"[magenta]  ← {escape(str(e.get('from_agent_name')))}[/] {escape(text)}")
     elif kind == "agent.thread_context_compacted":
         console.print("[dim]  (older tool results cleared from context)[/]")
 
@@ -127,6 +147,12 @@ def session_table(session: SessionObject, ui_url: str | None = None) -> Table:
         best = f", best evaluation {o['best_iteration'] + 1}" if "best_iteration" in o else ""
         table.add_row(
             f"outcome {o['outcome_id']}", f"{o['result']} after {len(o.get('iterations', []))} evaluation(s){best}"
+        )
+    for t in session.threads:
+        cost = int(t["usage"]["list_cost"]["amount"]) / 100
+        table.add_row(
+            f"thread {t['id']}",
+            f"{t['agent_name']}: {t['status']}, {t['usage']['output_tokens']} output tokens, ${cost:.2f}",
         )
     table.add_row("events", str(session.event_count))
     table.add_row("active seconds", f"{session.stats.active_seconds:.1f}")

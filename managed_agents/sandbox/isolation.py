@@ -335,8 +335,10 @@ BashMode = Literal["isolated", "unsandboxed", "refused"]
 def bash_mode(policy: SandboxPolicy) -> tuple[BashMode, str]:
     """How bash runs under ``policy``: ("isolated", detail), ("unsandboxed", why: log it loudly)
     or ("refused", the message for the model)."""
+    hint = "set allow_unsandboxed to run commands unsandboxed"
     if policy.isolation == "none":
         why = 'sandbox isolation is set to "none"'
+        refusal = f"bash is disabled: {why}; {hint}"
     else:
         ok, reason = isolation_available()
         if ok:
@@ -350,15 +352,10 @@ def bash_mode(policy: SandboxPolicy) -> tuple[BashMode, str]:
                 "or set allow_unsandboxed to run commands without a process limit",
             )
         why = f"no isolation layer (bubblewrap) on this worker: {reason}"
+        refusal = f"bash is disabled: no isolation layer (bubblewrap) on this worker; {hint} ({reason})"
     if policy.allow_unsandboxed:
         return "unsandboxed", f"bash runs UNSANDBOXED on this worker ({why}; allow_unsandboxed is set)"
-    if policy.isolation == "none":
-        return "refused", f"bash is disabled: {why}; set allow_unsandboxed to run commands unsandboxed"
-    return (
-        "refused",
-        "bash is disabled: no isolation layer (bubblewrap) on this worker; set allow_unsandboxed to run "
-        f"commands unsandboxed ({why.split(': ', 1)[1]})",
-    )
+    return "refused", refusal
 
 
 # --------------------------------------------------------------------------------------------

@@ -529,7 +529,7 @@ async def _bash_isolated(
                 result.returncode, result.kept.decode("utf-8", errors="replace"), timed_out=result.timed_out
             )
     except OSError as exc:
-        raise _ToolError(f"could not set up the sandbox for bash: {exc.strerror or exc}") from exc
+        raise _ToolError(f"could not set up the sandbox for bash: {exc}") from exc
     return _bash_outcome(result, timeout, cap, limit_notes)
 
 
