@@ -25,6 +25,7 @@ from managed_agents.models.activity_io import (
     ToolCallInput,
     ToolCallResult,
 )
+from managed_agents.sandbox.isolation import SandboxPolicy
 from managed_agents.sandbox.tools import TOOL_NAMES, ToolLimits, ToolOutcome, run_tool
 from managed_agents.sandbox.write_guard import WriteGuard
 from managed_agents.store import SessionStore
@@ -49,12 +50,14 @@ class SandboxActivities:
         task_queue: str,
         sandbox_id: str,
         limits: ToolLimits | None = None,
+        policy: SandboxPolicy | None = None,
     ) -> None:
         self.workspace_root = workspace_root
         self.store = store
         self.task_queue = task_queue
         self.sandbox_id = sandbox_id
         self.limits = limits or ToolLimits()
+        self.policy = policy or SandboxPolicy()
         self.write_guard = WriteGuard()
 
     def workspace(self, session_id: str) -> Path:
@@ -98,9 +101,13 @@ class SandboxActivities:
                 is_error=True,
             )
         else:
+            policy = self.policy
+            if inp.networking is not None:
+                # The session's environment chooses its network (validated when the session started).
+                policy = SandboxPolicy.model_validate({**self.policy.model_dump(), "networking": inp.networking})
 
             def run() -> Awaitable[ToolOutcome]:
-                return run_tool(workspace, tool, inp.input, self.limits, on_progress=activity.heartbeat)
+                return run_tool(workspace, tool, inp.input, self.limits, on_progress=activity.heartbeat, policy=policy)
 
             if inp.shared_workspace:
                 outcome = await self.write_guard.run(inp.session_id, str(workspace), tool, inp.input, run)

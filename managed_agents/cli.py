@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -331,5 +332,21 @@ def _load_json(value: str, what: str) -> dict[str, Any]:
     return loaded
 
 
+def main() -> None:
+    """Entry point: run the command, then leave without interpreter teardown.
+
+    Temporal's Rust bridge threads can crash the interpreter while it finalises (sdk-python#300),
+    turning a clean exit code into a segfault; flushing and ``os._exit`` avoids that.
+    """
+    code = 0
+    try:
+        app()  # standalone mode: prints usage errors itself and exits through SystemExit
+    except SystemExit as err:
+        code = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from managed_agents.sandbox.isolation import SandboxPolicy
 
 DEFAULT_TASK_QUEUE = "managed-agents"
 
@@ -48,6 +51,16 @@ class WorkerSettings(BaseSettings):
     log_level: str = "INFO"
     max_concurrent_activities: int = Field(100, ge=1)
     max_concurrent_workflow_tasks: int = Field(100, ge=1)
+    # --- the sandbox (bash isolation and limits; see managed_agents/sandbox/isolation.py) ---
+    sandbox_isolation: Literal["bubblewrap", "none"] = "bubblewrap"
+    allow_unsandboxed: bool = Field(
+        False, description="Run bash without isolation when bubblewrap is unavailable (otherwise bash is refused)"
+    )
+    runtime_root: Path = Field(Path("/"), description="Read-only runtime the commands see ('/': a minimal host view)")
+    sandbox_cpu_seconds: int = Field(120, gt=0)
+    sandbox_memory_bytes: int = Field(1 << 30, gt=0)
+    sandbox_max_processes: int = Field(256, ge=4)
+    workspace_quota_bytes: int = Field(1 << 30, gt=0)
 
     @field_validator("store_url")
     @classmethod
@@ -62,6 +75,19 @@ class WorkerSettings(BaseSettings):
         if not all(c.isalnum() or c in "-_." for c in sandbox_id):
             raise ValueError("may hold only letters, digits, '-', '_' and '.'")
         return sandbox_id
+
+    def sandbox_policy(self) -> SandboxPolicy:
+        from managed_agents.sandbox.isolation import SandboxPolicy
+
+        return SandboxPolicy(
+            isolation=self.sandbox_isolation,
+            allow_unsandboxed=self.allow_unsandboxed,
+            runtime_root=self.runtime_root,
+            cpu_seconds=self.sandbox_cpu_seconds,
+            memory_bytes=self.sandbox_memory_bytes,
+            max_processes=self.sandbox_max_processes,
+            workspace_quota_bytes=self.workspace_quota_bytes,
+        )
 
     def resolved_store_url(self) -> str:
         if self.store_url:

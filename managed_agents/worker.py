@@ -81,6 +81,7 @@ def build_workers(
             store=store,
             task_queue=settings.task_queue,
             sandbox_id=settings.sandbox_id,
+            policy=settings.sandbox_policy(),
         )
         outcomes = OutcomeSandboxActivities(sandbox)
         workers.append(
@@ -101,6 +102,24 @@ def build_workers(
             )
         )
     return workers
+
+
+def report_isolation(settings: WorkerSettings) -> bool:
+    """Say, loudly if need be, how this worker will run the agents' bash commands."""
+    from managed_agents.sandbox.isolation import bash_mode, isolation_available, process_limit_mechanism
+
+    policy = settings.sandbox_policy()
+    ok, why = isolation_available()
+    mode, detail = bash_mode(policy)
+    if mode == "isolated":
+        log.info("bash isolation: bubblewrap", process_limit=process_limit_mechanism(policy)[1])
+    elif mode == "unsandboxed":
+        log.warning(
+            "BASH RUNS UNSANDBOXED: agents' commands can read this host's files and reach its network", why=detail
+        )
+    else:
+        log.error("bash is disabled on this worker: no isolation layer", why=detail or why)
+    return ok
 
 
 async def run_workers(workers: Sequence[Worker], stop: asyncio.Event) -> None:
@@ -127,6 +146,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--workspace-root", help="directory holding session workspaces")
     parser.add_argument("--sandbox-id", help="stable id of this sandbox worker (default: hostname)")
+    parser.add_argument(
+        "--isolation", choices=["bubblewrap", "none"], help="how bash is isolated (default: bubblewrap)"
+    )
+    parser.add_argument(
+        "--allow-unsandboxed",
+        action="store_true",
+        default=None,
+        help="run bash without isolation when bubblewrap is unavailable (default: refuse bash)",
+    )
+    parser.add_argument("--runtime-root", help="read-only root the commands see (default: a minimal view of /)")
     parser.add_argument("--log-format", choices=["auto", "json", "console"])
     parser.add_argument("--log-level")
     return parser.parse_args(argv)
@@ -143,6 +172,9 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
             "workspace_root": args.workspace_root,
             "sandbox_id": args.sandbox_id,
             "log_format": args.log_format,
+            "sandbox_isolation": args.isolation,
+            "allow_unsandboxed": args.allow_unsandboxed,
+            "runtime_root": args.runtime_root,
             "log_level": args.log_level,
         }.items()
         if value is not None
@@ -160,6 +192,8 @@ async def amain(argv: Sequence[str] | None = None) -> None:
         and not os.environ.get("ANTHROPIC_AUTH_TOKEN")
     ):
         log.warning("ANTHROPIC_API_KEY is not set: model requests will fail unless ANTHROPIC_BASE_URL points at a mock")
+    if settings.role != "brain":
+        report_isolation(settings)
     client = await connect(args.address, args.namespace)
     workers = build_workers(client, settings)
     stop = asyncio.Event()

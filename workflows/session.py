@@ -656,6 +656,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
                 session_id=s.session_id,
                 workspace_id=s.workspace_id,
                 shared_workspace=bool(s.threads) or s.thread_context is not None,
+                networking=s.params.environment.networking.model_dump(mode="json"),
                 turn=s.turn,
                 tool_use_id=block["id"],
                 name=block["name"],

@@ -173,6 +173,7 @@ class ThreadsMixin(SessionBase):
             "initial_events": events,
             "options": options.model_dump(mode="json"),
             "thread": ctx.model_dump(mode="json"),
+            "environment": s.params.environment.model_dump(mode="json"),
             "title": f"{record.agent_name} ({record.thread_id})",
         }
         await workflow.start_child_workflow(

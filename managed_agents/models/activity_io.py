@@ -82,6 +82,7 @@ class ToolCallInput(BaseModel):
     session_id: str
     workspace_id: str | None = Field(None, description="Workspace folder; threads share their coordinator's")
     shared_workspace: bool = Field(False, description="Several agents edit this workspace: guard writes")
+    networking: dict[str, Any] | None = Field(None, description="The session environment's networking config")
     turn: int = 0
     tool_use_id: str
     name: str

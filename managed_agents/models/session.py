@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, field_serializer, field_validator, model_
 
 from managed_agents.models.agent import AgentDefinition, StrictModel
 from managed_agents.models.events import InitialEvent, StopReason
+from managed_agents.sandbox.isolation import NetworkConfig
 
 
 class MonetaryAmount(StrictModel):
@@ -61,9 +62,29 @@ class SessionOptions(StrictModel):
     )
 
 
+class EnvironmentConfig(StrictModel):
+    """Inline environment, shaped like ``client.beta.environments.create``'s ``config``."""
+
+    type: Literal["cloud", "self_hosted"] = "self_hosted"
+    networking: NetworkConfig = Field(default_factory=NetworkConfig)
+    packages: dict[str, Any] | None = None
+
+    @field_validator("packages")
+    @classmethod
+    def _no_packages(cls, packages: dict[str, Any] | None) -> dict[str, Any] | None:
+        if packages and any(v for k, v in packages.items() if k != "type"):
+            raise ValueError("installing packages is not supported yet: bake them into the sandbox runtime_root")
+        return packages
+
+
 class SessionCreateParams(StrictModel):
     agent: AgentDefinition
     environment_id: str = "env_local"
+    environment: EnvironmentConfig = Field(
+        default_factory=EnvironmentConfig,
+        description="This engine's inline environment (Managed Agents refers to one by environment_id): "
+        'networking {"type": "limited"} (no network, the default) or {"type": "unrestricted"}.',
+    )
     budget: BudgetLimit | None = None
     initial_events: list[InitialEvent] = Field(default_factory=list, max_length=50)
     metadata: dict[str, str] = Field(default_factory=dict)

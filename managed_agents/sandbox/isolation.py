@@ -469,7 +469,7 @@ def bash_argv(
         argv += ["--ro-bind", str(host), str(inside)]
     for host, inside in policy.writable_mounts:
         argv += ["--bind", str(host), str(inside)]
-    argv += ["--bind", os.fspath(workspace), SANDBOX_WORKSPACE, "--chdir", SANDBOX_WORKSPACE]
+    argv += ["--bind", os.path.abspath(workspace), SANDBOX_WORKSPACE, "--chdir", SANDBOX_WORKSPACE]
     # The sandbox's / and /dev are unbounded tmpfs (memory) of bwrap's: make them read-only.
     argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
     argv += ["--clearenv"]

@@ -32,6 +32,10 @@ __all__ = [
 ]
 
 
+#: Where bash sees the workspace inside its bubblewrap sandbox.
+SANDBOX_WORKSPACE = "/workspace"
+
+
 class PathEscapeError(ValueError):
     """A model-supplied path resolves outside the workspace."""
 
@@ -85,6 +89,9 @@ def resolve_in_workspace(root: str, given: str, *, field: str) -> str:
     expanded = given
     if given == "~" or given.startswith("~/"):
         expanded = root + given[1:]
+    elif given == SANDBOX_WORKSPACE or given.startswith(SANDBOX_WORKSPACE + "/"):
+        # Inside the bash sandbox the workspace is mounted at /workspace: accept the same paths here.
+        expanded = root + given[len(SANDBOX_WORKSPACE) :]
     real = os.path.realpath(os.path.join(root, expanded))
     if not is_within(root, real):
         raise PathEscapeError(given)

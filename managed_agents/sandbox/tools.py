@@ -202,7 +202,10 @@ def _fmt_seconds(s: float) -> str:
     return f"{s:g} s"
 
 
-_PATH_NOTE = "Paths are relative to the workspace root (absolute paths must point inside the workspace)."
+_PATH_NOTE = (
+    "Paths are relative to the workspace root; absolute paths must point inside the workspace, "
+    "which bash sees as /workspace (so /workspace/x and x name the same file)."
+)
 
 _SCHEMAS: dict[str, dict[str, Any]] = {
     "bash": {
@@ -316,7 +319,11 @@ def _description(name: str, limits: ToolLimits) -> str:
             f"longer commands (at most {_fmt_seconds(limits.max_timeout_s)}). A timed-out command "
             f"is killed. Output beyond {_fmt_bytes(limits.max_output_bytes)} is truncated. A non-zero "
             "exit code is reported as an error together with the output. restart=true is accepted "
-            "but only confirms (there is no persistent session to reset)."
+            "but only confirms (there is no persistent session to reset). Commands run in an "
+            "isolated sandbox: the workspace is mounted at /workspace (also the working directory), "
+            "the rest of the filesystem is a read-only runtime, /tmp is private, there is no network "
+            "unless the session's environment allows it, and CPU, memory, processes and disk use are "
+            "limited."
         )
     if name == "read":
         return (
