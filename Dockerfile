@@ -38,8 +38,10 @@ FROM ${PYTHON_IMAGE}
 # Tools the agents' bash tool finds in the sandbox (bash itself ships with the base image).
 # Extend with --build-arg SANDBOX_APT_PACKAGES="git curl jq ...".
 ARG SANDBOX_APT_PACKAGES="ca-certificates git curl"
+# bubblewrap isolates the agents' bash commands (the worker refuses bash without it). In a container
+# it needs user namespaces: run with a seccomp/AppArmor profile that allows them (see README).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ${SANDBOX_APT_PACKAGES} \
+    && apt-get install -y --no-install-recommends bubblewrap ${SANDBOX_APT_PACKAGES} \
     && rm -rf /var/lib/apt/lists/*
 
 # Unprivileged user with a fixed uid/gid (so runAsNonRoot-style checks and volume permissions work).

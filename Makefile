@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 .PHONY: demo test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
+	@command -v bwrap >/dev/null 2>&1 || echo "note: bubblewrap (bwrap) is not installed: agents' bash commands \
+	cannot be isolated (sudo apt-get install bubblewrap). The demo then runs them unsandboxed, with a warning; \
+	the isolation tests are skipped and tests that run bash fail."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -59,6 +59,17 @@ async def run_demo(
         console.print(f"[bold]Temporal UI:[/] {server.ui_url}")
         client = await connect(server.address, server.namespace)
         settings = WorkerSettings(data_dir=data_dir)
+        from managed_agents.sandbox.isolation import isolation_available
+
+        isolated, why = isolation_available()
+        if isolated:
+            console.print("[bold]Sandbox:[/] bash runs isolated with bubblewrap (no network, read-only runtime)")
+        else:
+            settings = WorkerSettings(data_dir=data_dir, allow_unsandboxed=True)
+            console.print(
+                f"[bold red]Sandbox: {why}: the demo runs bash UNSANDBOXED.[/] "
+                "Install bubblewrap (apt-get install bubblewrap) to isolate it."
+            )
         workers = build_workers(client, settings, client_factory=lambda _m: model_client)
         worker_task = asyncio.create_task(run_workers(workers, stop))
         console.print(

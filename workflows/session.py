@@ -14,7 +14,8 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutType
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -689,8 +690,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
                 if s.interrupt_requested:
                     why = "interrupted by the user before the tool finished"
                 else:
-                    cause = err.cause if isinstance(err, ActivityError) and err.cause else err
-                    why = f"the sandbox could not run this tool: {cause}"
+                    why = _sandbox_failure(err, s.params.options.sandbox_schedule_to_start_seconds)
                 self._record_inline_result(event_id_, block["id"], why, is_error=True)
                 continue
             self._emit("agent.tool_result", tool_use_id=event_id_, content=result.content, is_error=result.is_error)
@@ -739,3 +739,17 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             event_count=s.next_seq,
             threads=[t.summary() for t in s.threads],
         )
+
+
+def _sandbox_failure(err: BaseException, wait_seconds: float) -> str:
+    """Tell the agent plainly what happened to its tool call when the sandbox itself failed."""
+    cause = err.cause if isinstance(err, ActivityError) and err.cause else err
+    if isinstance(cause, ActivityTimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START:
+        return (
+            f"the sandbox worker holding this session's workspace did not take the call within {wait_seconds:g}s: "
+            "it is down or overloaded. The workspace stays on its host and is used again when it is back; "
+            "until then tool calls fail like this one."
+        )
+    if isinstance(cause, ActivityTimeoutError) and cause.type == TimeoutType.HEARTBEAT:
+        return "the sandbox worker was lost while running this tool (it stopped responding); the call did not finish"
+    return f"the sandbox could not run this tool: {cause}"
