@@ -104,7 +104,7 @@ async def test_lost_sandbox_is_a_tool_error_then_the_session_goes_on(temporal_en
         await asyncio.sleep(1.0)
         sandbox.send_signal(signal.SIGKILL)  # the hands vanish mid-command
         sandbox.wait()
-        for _ in range(300):
+        for _ in range(600):
             session = await handle.retrieve()
             if session.final_message == "the sandbox died; I will wait":
                 break
@@ -117,7 +117,7 @@ async def test_lost_sandbox_is_a_tool_error_then_the_session_goes_on(temporal_en
         # (same sandbox id), the workspace is there again.
         sandbox = start_sandbox(temporal_env, brain.settings)
         await handle.send_message("is it back?")
-        for _ in range(300):
+        for _ in range(600):
             session = await handle.retrieve()
             if session.final_message == "recovered the workspace":
                 break
