@@ -21,15 +21,18 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.model import ModelActivities, ModelClientFactory
 from activities.outcome import GraderActivities, OutcomeSandboxActivities
 from activities.sandbox import SandboxActivities
+from activities.webhooks import WebhookActivities
 from managed_agents.client import connect
 from managed_agents.config import WorkerSettings, sandbox_private_queue, sandbox_shared_queue
 from managed_agents.logging import configure_logging, get_logger
 from managed_agents.store import SessionStore
+from managed_agents.webhooks.service import WebhookService
 from workflows.session import AgentSession
+from workflows.webhook_event import WebhookEvent
 
 log = get_logger("managed_agents.worker")
 
-WORKFLOWS: list[type] = [AgentSession]
+WORKFLOWS: list[type] = [AgentSession, WebhookEvent]
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -63,13 +66,21 @@ def build_workers(
     if settings.role in ("all", "brain"):
         model = ModelActivities(store, client_factory)
         grader = GraderActivities(store, client_factory)
+        webhooks = WebhookActivities(WebhookService(store.engine))
         workers.append(
             Worker(
                 client,
                 task_queue=settings.task_queue,
                 workflows=WORKFLOWS,
                 workflow_runner=workflow_runner(),
-                activities=[model.register_session, model.model_request, grader.grade],
+                activities=[
+                    model.register_session,
+                    model.model_request,
+                    grader.grade,
+                    webhooks.fanout,
+                    webhooks.deliver,
+                    webhooks.give_up,
+                ],
                 max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
                 max_concurrent_activities=limit,
                 **polling,  # type: ignore[arg-type]

@@ -237,3 +237,44 @@ async def test_sigkill_mid_fan_out_every_thread_finishes_exactly_once(temporal_e
     finally:
         worker.kill()
         worker.wait()
+
+
+async def test_sigkill_between_webhook_attempts_delivery_still_completes(temporal_env, mock_claude, settings) -> None:
+    from managed_agents.store import SessionStore
+    from managed_agents.webhooks.models import EndpointCreate
+    from managed_agents.webhooks.service import WebhookService
+    from tests.test_webhooks import Receiver
+
+    receiver = Receiver().start()
+    receiver.statuses = [500]
+    webhooks = WebhookService(SessionStore(settings.resolved_store_url()).engine)
+    ep = webhooks.create_endpoint(
+        EndpointCreate(
+            url=receiver.url, enabled_events=["session.status_terminated"], initial_retry_seconds=4, max_retry_seconds=4
+        )
+    )
+    m = marker()
+    mock_claude.script_for(m, Turn.text("done"))
+    sessions = SessionClient(temporal_env.client, settings.task_queue)
+    worker = start_worker(temporal_env.client, mock_claude, settings)
+    try:
+        handle = await sessions.create(session_input(f"{m} hi"))
+        await handle.result()
+
+        async def first_attempt_failed() -> bool:
+            return any(d.outcome == "failed" for d in webhooks.deliveries(ep.id))
+
+        await wait_until(first_attempt_failed)
+        worker.send_signal(signal.SIGKILL)  # between attempts: the retry timer is Temporal's
+        worker.wait()
+        worker = start_worker(temporal_env.client, mock_claude, settings)
+
+        async def delivered() -> bool:
+            return any(d.outcome == "delivered" for d in webhooks.deliveries(ep.id))
+
+        await wait_until(delivered, timeout=60)
+        assert len({h["webhook-id"] for h, _ in receiver.requests}) == 1
+    finally:
+        worker.kill()
+        worker.wait()
+        receiver.stop()

@@ -6,11 +6,13 @@ all of them run inside the one deterministic workflow.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -19,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from managed_agents.models.events import StopReason
     from managed_agents.models.session import MonetaryAmount, RequestUsage
     from managed_agents.pricing import nanos_to_cents_str
+    from managed_agents.webhooks.models import WebhookEventInput
     from workflows.session_state import SessionState
 
 
@@ -36,6 +39,11 @@ def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts) + more
 
 
+#: Managed Agents' payloads name an organization and workspace; a self-hosted engine has one of each.
+WEBHOOKS_PATCH = "webhook-events-v1"
+WEBHOOK_SCOPE = {"organization_id": "org_self_hosted", "workspace_id": "wrkspc_self_hosted"}
+
+
 class InvalidSessionInput(ApplicationError):
     def __init__(self, message: str) -> None:
         super().__init__(f"invalid AgentSession input: {message}", type="InvalidSessionInput", non_retryable=True)
@@ -49,6 +57,7 @@ class SessionBase:
     _first_seq: int
     _tools: dict[str, ResolvedTool]
     _input_error: str | None
+    _signal_tasks: list[asyncio.Task[None]]
 
     def _fail_turn(self, error_type: str, message: str) -> None:
         self._emit(
@@ -72,6 +81,37 @@ class SessionBase:
         else:
             s.cost_nanos += cost_nanos
         self._on_usage(usage, cost_nanos, model)
+
+    def _webhook(self, type_: str, event: dict[str, Any], **data: Any) -> None:
+        """Hand a webhook event to its own ``WebhookEvent`` workflow, without waiting for it.
+
+        The workflow id is derived from the session event, so a replay or a retry never sends
+        the same event twice; the child is abandoned, so delivery outlives the session.
+        """
+        if not workflow.patched(WEBHOOKS_PATCH):
+            return  # a session recorded before webhooks existed replays without them
+        s = self._s
+        inp = WebhookEventInput(
+            event_id="whe_" + event["id"][5:],
+            type=type_,
+            data={"type": type_, "id": s.session_id, **WEBHOOK_SCOPE, **data},
+            created_at=workflow.now(),
+            session_urls=[w.url for w in s.params.webhooks] if self._input_error is None else [],
+        )
+
+        async def start() -> None:
+            try:
+                await workflow.start_child_workflow(
+                    "WebhookEvent",
+                    inp,
+                    id=f"webhook-{inp.event_id}",
+                    task_queue=workflow.info().task_queue,
+                    parent_close_policy=ParentClosePolicy.ABANDON,
+                )
+            except Exception as err:  # a webhook must never break the session
+                workflow.logger.warning("webhook event not started", extra={"error": str(err)})
+
+        self._signal_tasks.append(asyncio.create_task(start()))
 
     # Hooks: a thread of a coordinator session reports these to its coordinator.
     def _on_usage(self, usage: RequestUsage, cost_nanos: int | None, model: str) -> None:
@@ -131,7 +171,12 @@ class SessionBase:
         s.stop_reason = StopReason(type=reason, event_ids=event_ids)  # type: ignore[arg-type]
         self._set_status("idle")
         self._emit("session.usage", usage=self._usage_json(), budget=_dump(s.params.budget))
-        self._emit("session.status_idle", stop_reason=s.stop_reason.model_dump(exclude_none=True))
+        idle = self._emit("session.status_idle", stop_reason=s.stop_reason.model_dump(exclude_none=True))
+        self._webhook("session.status_idled", idle)
+        if reason == "requires_action":
+            self._webhook("session.requires_action", idle)
+        elif reason == "budget_reached":
+            self._webhook("session.budget_reached", idle)
         self._on_idle(reason, event_ids)
 
     def _usage_json(self) -> dict[str, Any]:

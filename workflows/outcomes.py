@@ -184,7 +184,8 @@ class OutcomesMixin(SessionBase):
             end_fields["failure_kind"] = outcome.failure_kind
         outcome.explanation = explanation
         if result == "needs_revision":
-            self._emit("span.outcome_evaluation_end", **end_fields)
+            ended = self._emit("span.outcome_evaluation_end", **end_fields)
+            self._webhook("session.outcome_evaluation_ended", ended)
             outcome.iteration += 1
             outcome.result = "running"
             criteria = end_fields.get("criteria", [])
@@ -198,7 +199,8 @@ class OutcomesMixin(SessionBase):
         if result == "max_iterations_reached" and best is not None:
             end_fields["best_iteration"] = best.iteration
             end_fields["best_snapshot_dir"] = best.snapshot_dir
-        self._emit("span.outcome_evaluation_end", **end_fields)
+        ended = self._emit("span.outcome_evaluation_end", **end_fields)
+        self._webhook("session.outcome_evaluation_ended", ended)
         if result == "max_iterations_reached":
             s.pending_content.append(
                 {"type": "text", "text": acknowledgment_request(best.iteration if best else None, explanation)}

@@ -125,12 +125,13 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
         for record in self._s.threads:
             if record.status != "terminated":
                 record.status = "terminated"  # the threads end with the session (parent close policy)
-                self._emit(
+                ended = self._emit(
                     "session.thread_status_terminated", session_thread_id=record.thread_id, agent_name=record.agent_name
                 )
-        await self._flush_signals()
+                self._webhook("session.thread_terminated", ended, session_thread_id=record.thread_id)
         self._set_status("terminated")
-        self._emit("session.status_terminated")
+        self._webhook("session.status_terminated", self._emit("session.status_terminated"))
+        await self._flush_signals()
         return self._session_object().model_dump(mode="json")
 
     @workflow.update(name="send_events")

@@ -206,7 +206,8 @@ class ThreadsMixin(SessionBase):
             record.stop_reason = report.stop_reason
             record.final_message = report.final_message
             record.outcome = report.outcome
-            self._emit("session.thread_status_idle", **fields, stop_reason=report.stop_reason)
+            idled = self._emit("session.thread_status_idle", **fields, stop_reason=report.stop_reason)
+            self._webhook("session.thread_idled", idled, session_thread_id=record.thread_id)
             if report.stop_reason and report.stop_reason.get("type") == "requires_action":
                 for action in report.actions:
                     cross = self._emit(
@@ -310,7 +311,8 @@ class ThreadsMixin(SessionBase):
                 first = {"type": "user.message", "content": [{"type": "text", "text": args.task}]}
             record.queued_events.append(first)
             s.threads.append(record)
-            self._emit("session.thread_created", session_thread_id=thread_id, agent_name=args.agent)
+            created = self._emit("session.thread_created", session_thread_id=thread_id, agent_name=args.agent)
+            self._webhook("session.thread_created", created, session_thread_id=thread_id)
             self._emit(
                 "agent.thread_message_sent",
                 to_session_thread_id=thread_id,

@@ -77,6 +77,10 @@ class EnvironmentConfig(StrictModel):
         return packages
 
 
+class SessionWebhook(StrictModel):
+    url: str = Field(min_length=1, max_length=2048)
+
+
 class SessionCreateParams(StrictModel):
     agent: AgentDefinition
     environment_id: str = "env_local"
@@ -92,6 +96,9 @@ class SessionCreateParams(StrictModel):
     title: str | None = None
     vault_ids: list[str] = Field(default_factory=list)
     options: SessionOptions = Field(default_factory=SessionOptions)
+    webhooks: list[SessionWebhook] = Field(
+        default_factory=list, max_length=8, description="Per-session webhook URLs (registered endpoints' URLs)"
+    )
     thread: dict[str, Any] | None = Field(
         default=None, description="Set by a coordinator session on the threads it starts; not for direct use."
     )

@@ -1,0 +1,1 @@
+"""Webhooks: signed, durable notifications when work finishes (Standard Webhooks)."""
