@@ -319,6 +319,155 @@ def mock_claude(port: Annotated[int, typer.Option(help="Port to listen on")] = 8
             pass
 
 
+webhooks_app = typer.Typer(help="Webhook endpoints: signed notifications when work finishes.", no_args_is_help=True)
+app.add_typer(webhooks_app, name="webhooks")
+
+StoreUrl = Annotated[
+    str | None, typer.Option(envvar="MANAGED_AGENTS_STORE_URL", help="Store URL (default: the local SQLite file)")
+]
+
+
+def _webhook_service(store_url: str | None) -> Any:
+    import sqlalchemy as sa
+
+    from managed_agents.config import WorkerSettings
+    from managed_agents.webhooks.service import WebhookService
+
+    return WebhookService(sa.create_engine(store_url or WorkerSettings().resolved_store_url()))
+
+
+def _print_endpoint(endpoint: Any, as_json: bool) -> None:
+    if as_json:
+        print(endpoint.model_dump_json(indent=2))
+        return
+    state = "[green]enabled[/]" if endpoint.state == "enabled" else f"[red]disabled[/] ({endpoint.disabled_reason})"
+    console.print(
+        f"[bold]{endpoint.id}[/] {endpoint.url} {state}\n  events: {', '.join(endpoint.enabled_events) or '-'}"
+    )
+
+
+@webhooks_app.command("create")
+def webhooks_create(
+    url: Annotated[str, typer.Option(help="Where to POST events")],
+    event: Annotated[
+        list[str] | None, typer.Option("--event", "-e", help="Event type to subscribe to (repeat; default: all)")
+    ] = None,
+    none: Annotated[bool, typer.Option("--no-events", help="Subscribe to nothing (per-session URLs only)")] = False,
+    name: Annotated[str | None, typer.Option()] = None,
+    retry_window_hours: Annotated[float, typer.Option(help="How long to keep retrying one delivery")] = 24.0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    store_url: StoreUrl = None,
+) -> None:
+    """Register an endpoint. Its signing secret (whsec_...) is shown once, here."""
+    from managed_agents.webhooks.models import WEBHOOK_EVENT_TYPES, EndpointCreate
+
+    try:
+        spec = EndpointCreate(
+            url=url,
+            enabled_events=[] if none else (event or list(WEBHOOK_EVENT_TYPES)),
+            name=name,
+            retry_window_seconds=retry_window_hours * 3600,
+        )
+    except ValidationError as err:
+        err_console.print(f"[red]invalid endpoint:[/] {err}")
+        raise typer.Exit(2) from None
+    created = _webhook_service(store_url).create_endpoint(spec)
+    _print_endpoint(created, as_json)
+    if not as_json:
+        console.print(f"signing secret (shown once; verify with Standard Webhooks): [bold]{created.signing_secret}[/]")
+
+
+@webhooks_app.command("list")
+def webhooks_list(as_json: Annotated[bool, typer.Option("--json")] = False, store_url: StoreUrl = None) -> None:
+    """List endpoints."""
+    for endpoint in _webhook_service(store_url).list_endpoints():
+        _print_endpoint(endpoint, as_json)
+
+
+@webhooks_app.command("enable")
+def webhooks_enable(endpoint_id: str, store_url: StoreUrl = None) -> None:
+    """Re-enable an endpoint (after a redirect or a failing period disabled it)."""
+    _print_endpoint(_webhooks_call(lambda s: s.set_state(endpoint_id, True), store_url), False)
+
+
+@webhooks_app.command("disable")
+def webhooks_disable(endpoint_id: str, store_url: StoreUrl = None) -> None:
+    """Stop sending to an endpoint."""
+    _print_endpoint(_webhooks_call(lambda s: s.set_state(endpoint_id, False, "disabled by the user"), store_url), False)
+
+
+@webhooks_app.command("rotate-secret")
+def webhooks_rotate(
+    endpoint_id: str,
+    grace_hours: Annotated[float, typer.Option(help="How long the old secret keeps signing too")] = 24.0,
+    store_url: StoreUrl = None,
+) -> None:
+    """New signing secret; the old one also signs until the grace period ends (no downtime)."""
+    from datetime import timedelta
+
+    rotated = _webhooks_call(lambda s: s.rotate_secret(endpoint_id, timedelta(hours=grace_hours)), store_url)
+    console.print(f"new signing secret (shown once): [bold]{rotated.signing_secret}[/]")
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    endpoint_id: str,
+    limit: Annotated[int, typer.Option()] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    store_url: StoreUrl = None,
+) -> None:
+    """The endpoint's delivery log: every attempt, status code, error; what was given up."""
+    from rich.table import Table
+
+    attempts = _webhooks_call(lambda s: s.deliveries(endpoint_id, limit), store_url)
+    if as_json:
+        for a in attempts:
+            print(a.model_dump_json())
+        return
+    table = Table("at", "event", "attempt", "outcome", "status", "error")
+    for a in attempts:
+        table.add_row(
+            a.at.isoformat(timespec="seconds"),
+            a.event_id,
+            str(a.attempt),
+            a.outcome,
+            str(a.status_code or "-"),
+            a.error or "",
+        )
+    console.print(table)
+
+
+@webhooks_app.command("redeliver")
+def webhooks_redeliver(
+    event_id: str,
+    endpoint: Annotated[list[str], typer.Option("--endpoint", help="Endpoint id (repeat)")],
+    address: Address = None,
+    namespace: Namespace = None,
+    task_queue: TaskQueue = DEFAULT_TASK_QUEUE,
+    store_url: StoreUrl = None,
+) -> None:
+    """Deliver a recorded event again (same id, same body) to the given endpoints."""
+    from managed_agents.client import connect
+    from managed_agents.webhooks.client import redeliver
+
+    service = _webhook_service(store_url)
+
+    async def go() -> str:
+        return await redeliver(await connect(address, namespace), service, event_id, endpoint, task_queue)
+
+    console.print(f"redelivery started: {_run(go())}")
+
+
+def _webhooks_call(fn: Any, store_url: str | None) -> Any:
+    from managed_agents.webhooks.service import WebhookError
+
+    try:
+        return fn(_webhook_service(store_url))
+    except WebhookError as err:
+        err_console.print(f"[red]{err}[/]")
+        raise typer.Exit(2) from None
+
+
 def _load_json(value: str, what: str) -> dict[str, Any]:
     text = Path(value).read_text() if not value.lstrip().startswith("{") and Path(value).exists() else value
     try:

@@ -107,7 +107,9 @@ def of_type(receiver, type_: str):
     return [(h, b) for h, b in receiver.requests if json.loads(b)["data"]["type"] == type_]
 
 
-async def test_signed_thin_payload_verified_by_the_anthropic_sdk_and_standardwebhooks(harness, receiver, webhooks) -> None:
+async def test_signed_thin_payload_verified_by_the_anthropic_sdk_and_standardwebhooks(
+    harness, receiver, webhooks
+) -> None:
     ep = endpoint(webhooks, receiver.url, enabled_events=["session.status_idled", "session.status_terminated"])
     assert ep.signing_secret.startswith("whsec_")
     session_id = await run_session(harness)
@@ -211,3 +213,44 @@ async def test_per_session_webhook_url(harness, receiver, webhooks) -> None:
     await asyncio.sleep(1)
     assert all(json.loads(b)["data"]["id"] != other for _, b in receiver.requests)
     assert {d.outcome for d in webhooks.deliveries(ep.id)} == {"delivered"}
+
+
+async def test_cli_manages_endpoints_and_redelivers(harness, receiver, webhooks) -> None:
+    import subprocess
+    import sys
+
+    url = harness.settings.resolved_store_url()
+    env_vars = {
+        "MANAGED_AGENTS_STORE_URL": url,
+        "TEMPORAL_ADDRESS": harness.client.service_client.config.target_host,
+        "MANAGED_AGENTS_TASK_QUEUE": harness.settings.task_queue,
+        "COLUMNS": "200",
+    }
+    import os
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "managed_agents.cli", "webhooks", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **env_vars},
+        )
+
+    created = await asyncio.to_thread(cli, "create", "--url", receiver.url, "-e", "session.status_terminated", "--json")
+    assert created.returncode == 0, created.stderr
+    ep = json.loads(created.stdout)
+    assert ep["signing_secret"].startswith("whsec_")
+    listed = await asyncio.to_thread(cli, "list", "--json")
+    assert "signing_secret" not in listed.stdout, "secrets are shown once, at creation"
+    bad = await asyncio.to_thread(cli, "create", "--url", "ftp://nope", "--json")
+    assert bad.returncode == 2 and "http://" in bad.stderr
+    await run_session(harness)
+    await wait_for(lambda: len(receiver.requests) == 1)
+    event_id = receiver.requests[0][0]["webhook-id"]
+    again = await asyncio.to_thread(cli, "redeliver", event_id, "--endpoint", ep["id"])
+    assert again.returncode == 0, again.stderr
+    await wait_for(lambda: len(receiver.requests) == 2)
+    assert receiver.requests[1][1] == receiver.requests[0][1], "the same event, byte for byte"
+    log = await asyncio.to_thread(cli, "deliveries", ep["id"], "--json")
+    assert [json.loads(line)["outcome"] for line in log.stdout.splitlines()] == ["delivered", "delivered"]

@@ -175,7 +175,9 @@ class WebhookService:
     def subscribed(self, event_type: str, session_urls: list[str]) -> list[WebhookEndpoint]:
         """Enabled endpoints that get this event: subscribed to its type, or named by the session."""
         return [
-            e for e in self.list_endpoints() if e.state == "enabled" and (event_type in e.enabled_events or e.url in session_urls)
+            e
+            for e in self.list_endpoints()
+            if e.state == "enabled" and (event_type in e.enabled_events or e.url in session_urls)
         ]
 
     def unknown_urls(self, urls: list[str]) -> list[str]:
