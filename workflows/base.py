@@ -158,7 +158,7 @@ class SessionBase:
             s.status = "running"
             if not s.pending_actions:
                 s.turn += 1
-            self._emit("session.status_running")
+            self._webhook("session.status_run_started", self._emit("session.status_running"))
             return
         s.status = status  # type: ignore[assignment]
 
