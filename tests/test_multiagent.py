@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -74,11 +75,11 @@ async def test_fan_out_to_three_specialists_in_parallel_and_merge(harness) -> No
         )
     roster = [specialist(n) for n in tasks]
     handle = await harness.sessions.create(coordinator_input(m, roster))
-    started = time.monotonic()
     result = await handle.result()
-    elapsed = time.monotonic() - started
     assert result.final_message == "merged all three"
-    assert elapsed < 2.8, f"three 1 s specialists took {elapsed:.1f}s: not parallel"
+    # In parallel: every specialist had asked the model before the first answer (1 s away) came back.
+    firsts = [harness.mock.requests_for(task)[0].received_at for task in tasks.values()]
+    assert max(firsts) - min(firsts) < 1.0, "a specialist only started after another one had finished"
     # The specialists' results came back into the coordinator's context through wait_for_agents.
     merged = tool_result_texts(harness.mock.requests_for(m)[2])
     assert len(merged) == 1 and all(f"{n} done" in merged[0] for n in tasks)
@@ -154,8 +155,11 @@ async def test_thirty_threads_run_at_most_25_at_a_time_and_all_finish(harness) -
             running.discard(e.model_extra["session_thread_id"])
     assert peak <= 25
     assert [e.type for e in events].count("session.thread_status_idle") == 30
-    texts = tool_result_texts(harness.mock.requests_for(m)[2])[0]
-    assert all(f"job {i} ok" in texts for i in range(30))
+    # Every result reached the coordinator exactly once: in wait_for_agents' result, or (for a
+    # thread that finished before the coordinator asked) with its next request.
+    last = harness.mock.requests_for(m)[-1].body["messages"]
+    seen = json.dumps(last[2:])
+    assert all(seen.count(f"job {i} ok") == 1 for i in range(30))
     queued = [r for r in tool_result_texts(harness.mock.requests_for(m)[1]) if "queued" in r]
     assert len(queued) == 5, "the 5 over the limit were queued, not dropped"
 

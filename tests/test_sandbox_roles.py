@@ -52,6 +52,16 @@ def start_sandbox(temporal_env, settings: WorkerSettings) -> subprocess.Popen[by
     )
 
 
+async def wait_started(settings: WorkerSettings, times: int) -> None:
+    """Until the sandbox log says the worker started ``times`` times (it polls its queue then)."""
+    log = settings.data_dir / "sandbox.log"
+    for _ in range(600):
+        if log.exists() and log.read_text().count('"worker started"') >= times:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the sandbox worker did not start")
+
+
 @pytest.fixture
 async def brain(temporal_env, settings, mock_claude):
     brain_settings = settings.model_copy(update={"role": "brain"})
@@ -116,6 +126,7 @@ async def test_lost_sandbox_is_a_tool_error_then_the_session_goes_on(temporal_en
         # The model saw the error as a tool result and the session went on; with the sandbox back
         # (same sandbox id), the workspace is there again.
         sandbox = start_sandbox(temporal_env, brain.settings)
+        await wait_started(brain.settings, times=2)
         await handle.send_message("is it back?")
         for _ in range(600):
             session = await handle.retrieve()

@@ -268,7 +268,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             result_type=ProvisionSandboxResult,
             task_queue=f"{workflow.info().task_queue}-sandbox",
             start_to_close_timeout=timedelta(seconds=60),
-            schedule_to_start_timeout=timedelta(seconds=params.options.sandbox_schedule_to_start_seconds),
+            schedule_to_start_timeout=timedelta(seconds=params.options.sandbox_provision_seconds),
         )
         self._s.sandbox_queue = provisioned.task_queue
 

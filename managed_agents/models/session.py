@@ -44,6 +44,9 @@ class SessionOptions(StrictModel):
     sandbox_schedule_to_start_seconds: float = Field(
         default=120, gt=0, description="How long a tool call waits for the session's sandbox worker."
     )
+    sandbox_provision_seconds: float = Field(
+        default=300, gt=0, description="How long a new session waits for any sandbox worker to take it."
+    )
     context_window_tokens: int = Field(
         default=150_000,
         ge=1000,
