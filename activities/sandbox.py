@@ -51,6 +51,7 @@ class SandboxActivities:
         sandbox_id: str,
         limits: ToolLimits | None = None,
         policy: SandboxPolicy | None = None,
+        runtimes: dict[str, Path] | None = None,
     ) -> None:
         self.workspace_root = workspace_root
         self.store = store
@@ -58,6 +59,7 @@ class SandboxActivities:
         self.sandbox_id = sandbox_id
         self.limits = limits or ToolLimits()
         self.policy = policy or SandboxPolicy()
+        self.runtimes = runtimes or {}
         self.write_guard = WriteGuard()
 
     def workspace(self, session_id: str) -> Path:
@@ -95,16 +97,32 @@ class SandboxActivities:
             attempt=info.attempt,
         )
         workspace = self.workspace(inp.workspace_id or inp.session_id)
-        if not workspace.is_dir():
+        if inp.runtime is not None and inp.runtime not in self.runtimes and tool == "bash":
+            known = ", ".join(sorted(self.runtimes)) or "none"
+            result = ToolCallResult(
+                content=[
+                    {
+                        "type": "text",
+                        "text": f"this sandbox worker has no runtime named {inp.runtime!r} (it has: {known})",
+                    }
+                ],
+                is_error=True,
+            )
+        elif not workspace.is_dir():
             result = ToolCallResult(
                 content=[{"type": "text", "text": "the session's workspace is gone from this sandbox"}],
                 is_error=True,
             )
         else:
             policy = self.policy
+            overrides: dict[str, object] = {}
             if inp.networking is not None:
                 # The session's environment chooses its network (validated when the session started).
-                policy = SandboxPolicy.model_validate({**self.policy.model_dump(), "networking": inp.networking})
+                overrides["networking"] = inp.networking
+            if inp.runtime is not None and inp.runtime in self.runtimes:
+                overrides["runtime_root"] = self.runtimes[inp.runtime]
+            if overrides:
+                policy = SandboxPolicy.model_validate({**self.policy.model_dump(), **overrides})
 
             def run() -> Awaitable[ToolOutcome]:
                 return run_tool(workspace, tool, inp.input, self.limits, on_progress=activity.heartbeat, policy=policy)

@@ -57,6 +57,11 @@ class WorkerSettings(BaseSettings):
         False, description="Run bash without isolation when bubblewrap is unavailable (otherwise bash is refused)"
     )
     runtime_root: Path = Field(Path("/"), description="Read-only runtime the commands see ('/': a minimal host view)")
+    runtimes: dict[str, Path] = Field(
+        default_factory=dict,
+        description='Named runtimes a session environment may choose: {"python": "/srv/rootfs/python", ...} '
+        "(JSON in MANAGED_AGENTS_RUNTIMES); each a root filesystem directory",
+    )
     sandbox_cpu_seconds: int = Field(120, gt=0)
     sandbox_memory_bytes: int = Field(1 << 30, gt=0)
     sandbox_max_processes: int = Field(256, ge=4)

@@ -93,6 +93,7 @@ def build_workers(
             task_queue=settings.task_queue,
             sandbox_id=settings.sandbox_id,
             policy=settings.sandbox_policy(),
+            runtimes=settings.runtimes,
         )
         outcomes = OutcomeSandboxActivities(sandbox)
         workers.append(

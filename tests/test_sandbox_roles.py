@@ -168,3 +168,41 @@ async def test_session_bash_cannot_see_secrets_files_or_network(harness, monkeyp
     assert results[3]["is_error"] and "No such file" in data_out, (
         "the worker's data directory does not exist inside the sandbox"
     )
+
+
+@pytest.mark.skipif(not isolation_available()[0], reason="bubblewrap is not available here")
+async def test_session_environment_chooses_a_named_runtime(temporal_env, settings, mock_claude, tmp_path) -> None:
+    import shutil
+
+    rootfs = tmp_path / "rootfs-minimal"
+    bash_bin = Path(shutil.which("bash") or "/bin/bash").resolve()
+    libs = subprocess.run(["ldd", str(bash_bin)], capture_output=True, text=True, check=True).stdout
+    for f in [str(bash_bin), *(tok for tok in libs.split() if tok.startswith("/"))]:
+        dest = rootfs / f.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.realpath(f), dest)
+    (rootfs / "usr" / "bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(bash_bin, rootfs / "usr" / "bin" / "bash")
+    (rootfs / "RUNTIME").write_text("minimal\n")
+    h = Harness(temporal_env.client, settings.model_copy(update={"runtimes": {"minimal": rootfs}}), mock_claude)
+    m = marker()
+    mock_claude.script_for(
+        m,
+        Turn.tool_uses(
+            [("bash", {"command": "read -r r < /RUNTIME; echo $r; echo /*"}), ("bash", {"command": "python3 -V"})]
+        ),
+        Turn.text("ok"),
+    )
+    m2 = marker()
+    mock_claude.script_for(m2, Turn.tool_use("bash", {"command": "true"}), Turn.text("ok"))
+    async with h.worker():
+        handle = await h.sessions.create(session_input(f"{m} go", environment={"runtime": "minimal"}))
+        await handle.result()
+        unknown = await h.sessions.create(session_input(f"{m2} go", environment={"runtime": "nope"}))
+        await unknown.result()
+        events, unknown_events = await handle.events(), await unknown.events()
+    first, second = (e.model_extra for e in events if e.type == "agent.tool_result")
+    assert first["content"][0]["text"].startswith("minimal\n") and "/usr" in first["content"][0]["text"]
+    assert second["is_error"] and "command not found" in second["content"][0]["text"], "only what the runtime ships"
+    [refused] = [e.model_extra for e in unknown_events if e.type == "agent.tool_result"]
+    assert refused["is_error"] and "no runtime named 'nope'" in refused["content"][0]["text"]

@@ -659,6 +659,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
                 workspace_id=s.workspace_id,
                 shared_workspace=bool(s.threads) or s.thread_context is not None,
                 networking=s.params.environment.networking.model_dump(mode="json"),
+                runtime=s.params.environment.runtime,
                 turn=s.turn,
                 tool_use_id=block["id"],
                 name=block["name"],

@@ -83,6 +83,7 @@ class ToolCallInput(BaseModel):
     workspace_id: str | None = Field(None, description="Workspace folder; threads share their coordinator's")
     shared_workspace: bool = Field(False, description="Several agents edit this workspace: guard writes")
     networking: dict[str, Any] | None = Field(None, description="The session environment's networking config")
+    runtime: str | None = Field(None, description="The session environment's named runtime")
     turn: int = 0
     tool_use_id: str
     name: str

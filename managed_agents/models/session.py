@@ -71,6 +71,12 @@ class EnvironmentConfig(StrictModel):
     type: Literal["cloud", "self_hosted"] = "self_hosted"
     networking: NetworkConfig = Field(default_factory=NetworkConfig)
     packages: dict[str, Any] | None = None
+    runtime: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="Name of a runtime the sandbox workers define (MANAGED_AGENTS_RUNTIMES); default: theirs",
+    )
 
     @field_validator("packages")
     @classmethod
