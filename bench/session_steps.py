@@ -223,6 +223,8 @@ class MockProcess:
 
 _floor_client: Any = None  # anthropic.AsyncAnthropic pointed at the mock
 _floor_workspace: Path | None = None
+#: keyword arguments for run_tool: the engine sandbox's policy (bubblewrap isolation), when it has one
+_tool_kwargs: dict[str, Any] = {}
 
 
 @activity.defn(name=FLOOR_MODEL_ACTIVITY)
@@ -249,7 +251,9 @@ async def floor_tool_bash(inp: dict[str, Any]) -> dict[str, Any]:
     assert _floor_workspace is not None
     workspace = _floor_workspace / inp["session"]
     workspace.mkdir(parents=True, exist_ok=True)
-    outcome = await run_tool(workspace, "bash", inp["input"], ToolLimits(), on_progress=activity.heartbeat)
+    outcome = await run_tool(
+        workspace, "bash", inp["input"], ToolLimits(), on_progress=activity.heartbeat, **_tool_kwargs
+    )
     if outcome.is_error or len(outcome.content[0].get("text", "")) < 4096:
         raise ApplicationError(f"unexpected tool result: {outcome.content!r:.200}", non_retryable=True)
     return {"content": outcome.content, "is_error": outcome.is_error}
@@ -366,6 +370,44 @@ class Bench:
             self._engine = argparse.Namespace(settings=settings, store=store, build_workers=build_workers)
         return self._engine
 
+    def use_engine_tool_policy(self) -> dict[str, Any]:
+        """Run plain's and floor's tools exactly as the engine's sandbox runs them (its policy: bash in
+        bubblewrap, when the engine has isolation), so the three contenders do the same tool work.
+        Returns what a bash call costs, bare and under that policy, for the report."""
+        import inspect
+
+        from managed_agents.sandbox.tools import run_tool
+
+        settings = self.engine().settings
+        policy = settings.sandbox_policy() if hasattr(settings, "sandbox_policy") else None
+        if policy is not None and "policy" in inspect.signature(run_tool).parameters:
+            _tool_kwargs["policy"] = policy
+        info: dict[str, Any] = {"policy": type(policy).__name__ if policy is not None else None}
+        if policy is not None:
+            with contextlib.suppress(Exception):
+                from managed_agents.sandbox.isolation import bash_mode
+
+                info["bash_mode"] = bash_mode(policy)[0]
+        return info
+
+    async def tool_cost(self) -> dict[str, float]:
+        """Median ms of one bash tool call (the step's command), bare and as the contenders run it."""
+        from managed_agents.sandbox.tools import ToolLimits, run_tool
+
+        workspace = self.tmp / "tool-cost"
+        workspace.mkdir(parents=True, exist_ok=True)
+        out = {}
+        for label, kwargs in (("bare", {}), ("as_run", _tool_kwargs)):
+            times = []
+            for _ in range(15):
+                start = time.perf_counter()
+                outcome = await run_tool(workspace, "bash", {"command": TOOL_COMMAND}, ToolLimits(), **kwargs)
+                times.append(time.perf_counter() - start)
+                if outcome.is_error:
+                    raise RuntimeError(f"bash tool failed ({label}): {outcome.content!r:.300}")
+            out[label] = round(statistics.median(times) * 1000, 2)
+        return out
+
     # --- workers: the Temporal contenders share the queues; one contender's workers at a time ---
 
     @contextlib.asynccontextmanager
@@ -406,11 +448,30 @@ class Bench:
                 await stack.enter_async_context(worker)
             await asyncio.sleep(0.3)  # pollers up before the clock starts
             yield
+            # Let what the run left behind finish on these workers (the engine starts abandoned
+            # child workflows, e.g. webhook events): the next contender's workers share the queues.
+            await self.drain()
         finally:
             try:
                 await asyncio.wait_for(stack.aclose(), timeout=30)
             except TimeoutError:
                 print("[bench] workers did not shut down within 30 s; going on", flush=True)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait (untimed) until no workflow runs; terminate stragglers after ``timeout``."""
+        await asyncio.sleep(0.5)  # visibility lags a little behind
+        deadline = time.monotonic() + timeout
+        while True:
+            running = [w async for w in self.client.list_workflows('ExecutionStatus="Running"')]
+            if not running:
+                return
+            if time.monotonic() > deadline:
+                print(f"[bench] terminating {len(running)} workflow(s) still running after the run", flush=True)
+                for w in running:
+                    with contextlib.suppress(Exception):
+                        await self.client.get_workflow_handle(w.id, run_id=w.run_id).terminate("benchmark cleanup")
+                return
+            await asyncio.sleep(0.25)
 
     # --- progress ---
 
@@ -476,7 +537,7 @@ class Bench:
                 if not calls:
                     break
                 for block in calls:
-                    outcome = await run_tool(workspace, block["name"], block["input"], limits)
+                    outcome = await run_tool(workspace, block["name"], block["input"], limits, **_tool_kwargs)
                     if outcome.is_error or len(outcome.content[0].get("text", "")) < 4096:
                         return RunResult("plain", steps, time.perf_counter() - start, False, f"tool failed: {outcome}")
                     pending.append(
@@ -656,6 +717,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--long", type=int, default=2000, help="steps of the long engine session (0: skip)")
     p.add_argument("--quick", action="store_true", help="steps 10,100 and no long session")
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions per session length (medians)")
+    p.add_argument(
+        "--max-rep-steps",
+        type=int,
+        default=1000,
+        help="cap on repetitions: a length runs min(reps, max(1, this // steps)) times (500 steps: 2)",
+    )
     p.add_argument("--latency", type=float, default=0.005, help="mock latency per model call, seconds")
     p.add_argument(
         "--stock-dev-server",
@@ -671,6 +738,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--steps: every session length must be >= {WINDOW}")
     if args.reps < 1:
         p.error("--reps must be >= 1")
+    args.rep_plan = {n: min(args.reps, max(1, args.max_rep_steps // n)) for n in args.step_list}
     return args
 
 
@@ -707,7 +775,7 @@ async def amain(args: argparse.Namespace) -> int:
         dev_args = [] if args.stock_dev_server else DEV_SERVER_ARGS
         print(
             f"[bench] temp dir {tmp}; mock Claude latency {args.latency}s; fresh dev server "
-            f"{' '.join(dev_args) or '(stock settings)'}; steps {args.step_list} x {args.reps} reps; "
+            f"{' '.join(dev_args) or '(stock settings)'}; reps {args.rep_plan} (steps: runs); "
             f"long {args.long or 'skipped'}",
             flush=True,
         )
@@ -719,6 +787,18 @@ async def amain(args: argparse.Namespace) -> int:
             dev_server_extra_args=dev_args,
         )
         bench = Bench(args, tmp, mock, env.client)
+        tool_info: dict[str, Any] = {"policy": None, "bare": None, "as_run": None}
+        try:
+            tool_info = bench.use_engine_tool_policy()
+            tool_info.update(await bench.tool_cost())
+        except Exception as err:  # a broken engine: plain and floor still run
+            traceback.print_exc()
+            tool_info["error"] = f"{type(err).__name__}: {err}"
+        print(
+            f"[bench] bash tool call (median of 15): {tool_info['bare']} ms bare, {tool_info['as_run']} ms as all "
+            f"three contenders run it (engine sandbox policy: {tool_info.get('bash_mode', tool_info['policy'])})",
+            flush=True,
+        )
         results: dict[str, dict[int, list[RunResult]]] = {k: {n: [] for n in args.step_list} for k in KINDS}
         # Warm-up (imports, connections, the dev server's first tasks): not measured.
         print("[bench] warm-up", flush=True)
@@ -727,14 +807,15 @@ async def amain(args: argparse.Namespace) -> int:
             if not r.ok:
                 print(f"[bench] warm-up {kind} failed: {r.error}", flush=True)
         for steps in args.step_list:
-            for rep in range(args.reps):
+            reps = args.rep_plan[steps]
+            for rep in range(reps):
                 order = KINDS[rep % 3 :] + KINDS[: rep % 3]  # interleaved, rotating order
                 for kind in order:
                     r = await bench.run(kind, steps)
                     results[kind][steps].append(r)
                     status = "ok" if r.ok else f"FAILED: {r.error}"
                     print(
-                        f"[bench] {steps:>5} steps rep {rep + 1}/{args.reps} {kind:<6} "
+                        f"[bench] {steps:>5} steps rep {rep + 1}/{reps} {kind:<6} "
                         f"{r.seconds:7.2f} s  {fmt_ms(r.per_step):>7} ms/step  {status}",
                         flush=True,
                     )
@@ -769,7 +850,7 @@ async def amain(args: argparse.Namespace) -> int:
 
         table = Table(
             title=f"Session steps: per-step cost (mock latency {args.latency * 1000:.0f} ms; "
-            f"times are medians of {args.reps} interleaved runs)"
+            f"times are medians of {'/'.join(str(args.rep_plan[n]) for n in args.step_list)} interleaved runs)"
         )
         for col in (
             "steps",
@@ -786,11 +867,12 @@ async def amain(args: argparse.Namespace) -> int:
             table.add_column(col, justify="right")
         figures: dict[str, Any] = {
             "latency_s": args.latency,
-            "reps": args.reps,
+            "reps": {str(n): r for n, r in args.rep_plan.items()},
             "dev_server_args": dev_args,
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "engine_snapshot": {k: snapshot[k] for k in ("sha256", "newest_file")},
+            "bash_tool_ms": tool_info,
             "steps": {},
         }
         for steps in args.step_list:

@@ -22,6 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from managed_agents.migrations import ensure_schema
+
 metadata = sa.MetaData()
 
 agent_definitions = sa.Table(
@@ -86,7 +88,7 @@ class SessionStore:
         self.engine: Engine = sa.create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        ensure_schema(self.engine)  # Alembic migrations (managed_agents/migrations), idempotent
         # Parsed message bodies by content hash: a step re-reads only what it has not seen.
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._cache_entries = cache_entries
