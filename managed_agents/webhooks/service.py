@@ -98,8 +98,10 @@ def _aware(value: datetime | None) -> datetime | None:
 
 class WebhookService:
     def __init__(self, engine: sa.Engine) -> None:
+        from managed_agents.migrations import ensure_schema
+
         self.engine = engine
-        metadata.create_all(engine)
+        ensure_schema(engine)  # managed migrations (revision 0002 holds these tables)
 
     # --- endpoints --------------------------------------------------------------------------------
 
