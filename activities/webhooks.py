@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from managed_agents.logging import get_logger
 from managed_agents.webhooks.models import (
@@ -34,6 +34,23 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=15)
 class WebhookActivities:
     def __init__(self, service: WebhookService) -> None:
         self.service = service
+
+    @activity.defn(name="managed_agents.webhooks.enqueue")
+    async def enqueue(self, inp: WebhookEventInput) -> bool:
+        """Start delivery of a session's event if any endpoint gets it (the common case: none)."""
+        endpoints = await asyncio.to_thread(self.service.subscribed, inp.type, inp.session_urls)
+        if not endpoints and not inp.session_urls:
+            return False
+        try:
+            await activity.client().start_workflow(
+                "WebhookEvent",
+                inp,
+                id=f"webhook-{inp.event_id}",
+                task_queue=activity.info().task_queue,
+            )
+        except WorkflowAlreadyStartedError:
+            pass  # a retried enqueue: the event is already on its way
+        return True
 
     @activity.defn(name="managed_agents.webhooks.fanout")
     async def fanout(self, inp: WebhookEventInput) -> FanoutResult:

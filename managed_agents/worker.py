@@ -77,6 +77,7 @@ def build_workers(
                     model.register_session,
                     model.model_request,
                     grader.grade,
+                    webhooks.enqueue,
                     webhooks.fanout,
                     webhooks.deliver,
                     webhooks.give_up,

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
-from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -40,7 +41,7 @@ def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
 
 
 #: Managed Agents' payloads name an organization and workspace; a self-hosted engine has one of each.
-WEBHOOKS_PATCH = "webhook-events-v1"
+WEBHOOKS_PATCH = "webhook-events-v2"
 WEBHOOK_SCOPE = {"organization_id": "org_self_hosted", "workspace_id": "wrkspc_self_hosted"}
 
 
@@ -83,10 +84,11 @@ class SessionBase:
         self._on_usage(usage, cost_nanos, model)
 
     def _webhook(self, type_: str, event: dict[str, Any], **data: Any) -> None:
-        """Hand a webhook event to its own ``WebhookEvent`` workflow, without waiting for it.
+        """Hand a webhook event over for delivery, without waiting for it.
 
-        The workflow id is derived from the session event, so a replay or a retry never sends
-        the same event twice; the child is abandoned, so delivery outlives the session.
+        A local activity (no server round trip) looks up who subscribes; only if someone does is a
+        ``WebhookEvent`` workflow started for it, with an id derived from the session event, so a
+        replay or a retry never sends the same event twice, and delivery outlives the session.
         """
         if not workflow.patched(WEBHOOKS_PATCH):
             return  # a session recorded before webhooks existed replays without them
@@ -101,15 +103,14 @@ class SessionBase:
 
         async def start() -> None:
             try:
-                await workflow.start_child_workflow(
-                    "WebhookEvent",
+                await workflow.execute_local_activity(
+                    "managed_agents.webhooks.enqueue",
                     inp,
-                    id=f"webhook-{inp.event_id}",
-                    task_queue=workflow.info().task_queue,
-                    parent_close_policy=ParentClosePolicy.ABANDON,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(maximum_attempts=5),
                 )
             except Exception as err:  # a webhook must never break the session
-                workflow.logger.warning("webhook event not started", extra={"error": str(err)})
+                workflow.logger.warning("webhook event not enqueued", extra={"error": str(err)})
 
         self._signal_tasks.append(asyncio.create_task(start()))
 
