@@ -720,8 +720,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--max-rep-steps",
         type=int,
-        default=1000,
-        help="cap on repetitions: a length runs min(reps, max(1, this // steps)) times (500 steps: 2)",
+        default=500,
+        help="cap on repetitions: a length runs min(reps, max(1, this // steps)) times (500 steps: once)",
     )
     p.add_argument("--latency", type=float, default=0.005, help="mock latency per model call, seconds")
     p.add_argument(

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from managed_agents.coordination import coordinator_tools
@@ -51,9 +53,44 @@ def tools_for(agent: AgentDefinition) -> list[dict[str, Any]]:
     return tools
 
 
+class _SizeCache:
+    """Token estimates per message object, so each step sizes only the messages it has not seen.
+
+    Transcript messages are never mutated (the store's cache hands out the same dicts every step),
+    so an estimate stays valid for the object's life; the cache holds a reference to each message
+    it sizes, so an id cannot be reused while its entry exists.
+    """
+
+    def __init__(self, entries: int = 50_000) -> None:
+        self._entries: OrderedDict[int, tuple[dict[str, Any], int, int | None]] = OrderedDict()
+        self._limit = entries
+        self._lock = threading.Lock()
+
+    def sizes(self, message: dict[str, Any]) -> tuple[int, int]:
+        """(estimate as is, estimate with its tool results cleared)."""
+        key = id(message)
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and hit[0] is message and hit[2] is not None:
+                self._entries.move_to_end(key)
+                return hit[1], hit[2]
+        full = estimate_tokens(message)
+        cleared_message = _cleared(message)
+        cleared = full if cleared_message is message else estimate_tokens(cleared_message)
+        with self._lock:
+            self._entries[key] = (message, full, cleared)
+            while len(self._entries) > self._limit:
+                self._entries.popitem(last=False)
+        return full, cleared
+
+
+_sizes = _SizeCache()
+
+
 def next_cleared_before(messages: list[dict[str, Any]], cleared_before: int, window: int) -> int:
     """Where clearing should start from now on; unchanged while the prompt fits the window."""
-    sizes = [estimate_tokens(_cleared(m) if i < cleared_before else m) for i, m in enumerate(messages)]
+    both = [_sizes.sizes(m) for m in messages]
+    sizes = [cleared if i < cleared_before else full for i, (full, cleared) in enumerate(both)]
     total = sum(sizes)
     if total <= window:
         return cleared_before
@@ -61,8 +98,7 @@ def next_cleared_before(messages: list[dict[str, Any]], cleared_before: int, win
     boundary = cleared_before
     # Never clear the newest exchange: the model needs the results it just asked for.
     while total > target and boundary < len(messages) - 2:
-        saved = sizes[boundary] - estimate_tokens(_cleared(messages[boundary]))
-        total -= saved
+        total -= sizes[boundary] - both[boundary][1]
         boundary += 1
     return boundary
 

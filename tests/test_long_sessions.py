@@ -62,3 +62,22 @@ async def test_model_activity_input_does_not_carry_the_transcript(harness) -> No
     assert max(sizes) - min(sizes) < 300, sizes
     payload = json.loads(inputs[-1].input.payloads[0].data)
     assert payload["new_messages"][0]["content"][0]["type"] == "tool_result_ref"
+
+
+async def test_old_tool_results_are_cleared_when_the_context_window_fills(harness) -> None:
+    m = marker()
+    harness.mock.script_for(
+        m,
+        *[Turn.tool_use("bash", {"command": f"python3 -c \"print('{c}' * 8000, end='')\""}) for c in "abcdef"],
+        Turn.text("ok"),
+    )
+    handle = await harness.sessions.create(session_input(f"{m} fill", options={"context_window_tokens": 5000}))
+    await handle.result()
+    events = await handle.events()
+    assert any(e.type == "agent.thread_context_compacted" for e in events)
+    last = harness.mock.requests_for(m)[-1].body["messages"]
+    results = [b for msg in last for b in msg["content"] if isinstance(b, dict) and b.get("type") == "tool_result"]
+    assert "cleared" in results[0]["content"][0]["text"], "the oldest result was cleared"
+    assert results[-1]["content"][0]["text"] == "f" * 8000, "the newest result is intact"
+    sizes = [len(json.dumps(r.body)) for r in harness.mock.requests_for(m)]
+    assert max(sizes) < 5000 * 4 * 1.5, "requests stay near the window"
