@@ -121,6 +121,20 @@ class SessionBase:
     def _on_idle(self, reason: str, event_ids: list[str] | None) -> None:
         pass
 
+    def _model_call_options(self) -> dict[str, Any]:
+        """Activity options of every model call (agent turns and the grader): Temporal owns retries."""
+        opts = self._s.params.options
+        return {
+            "start_to_close_timeout": timedelta(seconds=opts.model_request_timeout_seconds),
+            "heartbeat_timeout": timedelta(seconds=opts.heartbeat_timeout_seconds),
+            "retry_policy": RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=60),
+                maximum_attempts=opts.max_model_attempts,
+            ),
+        }
+
     def _budget_reached(self) -> bool:
         s = self._s
         if s.parent_budget_reached:

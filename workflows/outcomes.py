@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
@@ -101,14 +100,7 @@ class OutcomesMixin(SessionBase):
             GRADE_ACTIVITY,
             grade_input,
             result_type=GradeResult,
-            start_to_close_timeout=timedelta(seconds=opts.model_request_timeout_seconds),
-            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_seconds),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=1),
-                backoff_coefficient=2.0,
-                maximum_interval=timedelta(seconds=60),
-                maximum_attempts=opts.max_model_attempts,
-            ),
+            **self._model_call_options(),
         )
         while not handle.done() and not s.interrupt_requested:
             try:

@@ -491,14 +491,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             MODEL_ACTIVITY,
             inp,
             result_type=ModelRequestResult,
-            start_to_close_timeout=timedelta(seconds=opts.model_request_timeout_seconds),
-            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_seconds),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=1),
-                backoff_coefficient=2.0,
-                maximum_interval=timedelta(seconds=60),
-                maximum_attempts=opts.max_model_attempts,
-            ),
+            **self._model_call_options(),
         )
         await workflow.wait_condition(lambda: handle.done() or s.interrupt_requested)
         if not handle.done():
