@@ -22,8 +22,11 @@ runs) and, for the Temporal contenders, history bytes per step near step k: (siz
 / 10, where size(k) is the serialized size of every history event (over all continue-as-new runs)
 before the (k+1)-th model-request activity was scheduled. Exit code 0 when every target is met.
 
-The engine is imported lazily: if it does not import (or fails), the plain and floor figures are
-still measured and the engine's targets are reported as failed.
+All three run bash the way the engine's sandbox does (its ``sandbox_policy()``: bubblewrap when it
+isolates). The engine's packages are copied to the temp dir and imported from that snapshot, so
+edits made during a run cannot mix two versions of the engine. The engine is imported lazily: if it
+does not import (or fails), the plain and floor figures are still measured and the engine's targets
+are reported as failed.
 """
 
 from __future__ import annotations

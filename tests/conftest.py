@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from managed_agents.client import SessionClient
 from managed_agents.config import WorkerSettings
-from managed_agents.devserver import temporal_cli_path
+from managed_agents.devserver import DEV_SERVER_TUNING, temporal_cli_path
 from managed_agents.store import SessionStore
 from managed_agents.testing.mock_claude import MockClaude
 from managed_agents.worker import build_workers, run_workers
@@ -32,6 +32,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
             # Small history limits make continue-as-new happen within a test's few steps.
             "--dynamic-config-value",
             "limit.historyCount.suggestContinueAsNew=400",
+            *DEV_SERVER_TUNING,
         ],
     )
     try:
