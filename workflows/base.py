@@ -7,13 +7,14 @@ all of them run inside the one deterministic workflow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -198,6 +199,15 @@ class SessionBase:
         usage = self._s.usage.model_copy()
         usage.list_cost = MonetaryAmount(amount=nanos_to_cents_str(self._s.cost_nanos))
         return usage.model_dump(mode="json")
+
+
+async def cancel_unless_done(handle: Any) -> None:
+    """Cancel an activity the session stopped waiting for (an interrupt), and let it settle."""
+    if handle.done():
+        return
+    handle.cancel()
+    with contextlib.suppress(ActivityError, CancelledError, asyncio.CancelledError):
+        await handle
 
 
 def _zero_usage() -> dict[str, int]:

@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
         ReadRubricResult,
     )
     from managed_agents.models.session import RequestUsage
-    from workflows.base import SessionBase, _zero_usage
+    from workflows.base import SessionBase, _zero_usage, cancel_unless_done
 
 READ_RUBRIC_ACTIVITY = "managed_agents.outcome.read_rubric"
 COLLECT_ACTIVITY = "managed_agents.outcome.collect_deliverables"
@@ -111,12 +111,7 @@ class OutcomesMixin(SessionBase):
             except TimeoutError:
                 self._emit("span.outcome_evaluation_ongoing", outcome_id=outcome.outcome_id, iteration=iteration)
         usage = _zero_usage()
-        if not handle.done():
-            handle.cancel()
-            try:
-                await handle
-            except (ActivityError, CancelledError, asyncio.CancelledError):
-                pass
+        await cancel_unless_done(handle)
         try:
             grade = handle.result()
         except (ActivityError, CancelledError, asyncio.CancelledError) as err:

@@ -47,7 +47,7 @@ with workflow.unsafe.imports_passed_through():
     from managed_agents.models.session import SessionCreateParams, SessionObject, SessionStats
     from managed_agents.models.threads import ThreadInput, ThreadReport
     from managed_agents.prompt import order_user_blocks
-    from workflows.base import InvalidSessionInput, _zero_usage, describe_validation_error, event_id
+    from workflows.base import InvalidSessionInput, _zero_usage, cancel_unless_done, describe_validation_error, event_id
     from workflows.outcomes import OutcomesMixin
     from workflows.payload_guard import PayloadTooLargeError, check_payload_size
     from workflows.session_state import PendingAction, SessionState
@@ -494,12 +494,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             **self._model_call_options(),
         )
         await workflow.wait_condition(lambda: handle.done() or s.interrupt_requested)
-        if not handle.done():
-            handle.cancel()
-            try:
-                await handle
-            except (ActivityError, CancelledError, asyncio.CancelledError):
-                pass
+        await cancel_unless_done(handle)
         try:
             result = handle.result()
         except (ActivityError, CancelledError, asyncio.CancelledError) as err:
