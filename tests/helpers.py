@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def marker() -> str:
@@ -34,3 +40,24 @@ def session_input(text: str, **overrides: Any) -> dict[str, Any]:
 
 def types(events: list[Any]) -> list[str]:
     return [e.type for e in events]
+
+
+def spawn_worker(
+    client: Any, settings: Any, *args: str, env: dict[str, str] | None = None, log: str = "worker.log"
+) -> subprocess.Popen[bytes]:
+    """``python worker.py`` as its own process on the test's task queue and data dir; stderr (JSON
+    logs) goes to ``<data dir>/<log>``. ``env`` adds variables (a value of "" removes one)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    merged = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "TEMPORAL_NAMESPACE": client.namespace,
+        "MANAGED_AGENTS_LOG_FORMAT": "json",
+        **(env or {}),
+    }
+    merged = {k: v for k, v in merged.items() if v != ""}
+    command = [sys.executable, str(ROOT / "worker.py"), "--task-queue", settings.task_queue]
+    command += ["--data-dir", str(settings.data_dir), "--sandbox-id", settings.sandbox_id, *args]
+    return subprocess.Popen(
+        command, env=merged, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(settings.data_dir / log).open("ab")
+    )

@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,36 +18,15 @@ from managed_agents.config import WorkerSettings
 from managed_agents.sandbox.isolation import isolation_available
 from managed_agents.testing.mock_claude import Turn
 from tests.conftest import Harness
-from tests.helpers import marker, session_input
+from tests.helpers import marker, session_input, spawn_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_sandbox(temporal_env, settings: WorkerSettings) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": temporal_env.client.service_client.config.target_host,
-        "MANAGED_AGENTS_LOG_FORMAT": "json",
-    }
-    env.pop("ANTHROPIC_API_KEY", None)  # the hands need no model credentials
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "worker.py",
-            "--role",
-            "sandbox",
-            "--task-queue",
-            settings.task_queue,
-            "--data-dir",
-            str(settings.data_dir),
-            "--sandbox-id",
-            settings.sandbox_id,
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=(settings.data_dir / "sandbox.log").open("ab"),
+    # The hands need no model credentials.
+    return spawn_worker(
+        temporal_env.client, settings, "--role", "sandbox", env={"ANTHROPIC_API_KEY": ""}, log="sandbox.log"
     )
 
 

@@ -11,6 +11,16 @@ from managed_agents.testing.mock_claude import Turn
 from tests.helpers import marker, session_input
 
 
+async def execute_session(harness, workflow_id: str, body: dict) -> subprocess.CompletedProcess[str]:
+    """``temporal workflow execute`` of an AgentSession, JSON output."""
+    return await asyncio.to_thread(
+        temporal,
+        harness,
+        "workflow", "execute", "--type", "AgentSession", "--task-queue", harness.settings.task_queue,
+        "--workflow-id", workflow_id, "--input", json.dumps(body), "--output", "json",
+    )  # fmt: skip
+
+
 def temporal(harness, *args: str) -> subprocess.CompletedProcess[str]:
     target = harness.client.service_client.config.target_host
     return subprocess.run(
@@ -24,23 +34,7 @@ def temporal(harness, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_workflow_execute_prints_the_session_object(harness) -> None:
     m = marker()
     harness.mock.script_for(m, Turn.tool_use("bash", {"command": "echo 42"}), Turn.text("The answer is 42."))
-    body = json.dumps(session_input(f"{m} compute"))
-    proc = await asyncio.to_thread(
-        temporal,
-        harness,
-        "workflow",
-        "execute",
-        "--type",
-        "AgentSession",
-        "--task-queue",
-        harness.settings.task_queue,
-        "--workflow-id",
-        f"sesn_cli_{m[6:16]}",
-        "--input",
-        body,
-        "--output",
-        "json",
-    )
+    proc = await execute_session(harness, f"sesn_cli_{m[6:16]}", session_input(f"{m} compute"))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)["result"]
     assert result["type"] == "session"
@@ -119,22 +113,7 @@ async def test_graded_task_in_one_temporal_command(harness) -> None:
 
     m = marker()
     harness.mock.script_for(m, *work("42"), PASS)
-    proc = await asyncio.to_thread(
-        temporal,
-        harness,
-        "workflow",
-        "execute",
-        "--type",
-        "AgentSession",
-        "--task-queue",
-        harness.settings.task_queue,
-        "--workflow-id",
-        f"sesn_cli_graded_{m[6:16]}",
-        "--input",
-        json.dumps(outcome_input(m)),
-        "--output",
-        "json",
-    )
+    proc = await execute_session(harness, f"sesn_cli_graded_{m[6:16]}", outcome_input(m))
     assert proc.returncode == 0, proc.stderr
     [evaluation] = json.loads(proc.stdout)["result"]["outcome_evaluations"]
     assert evaluation["result"] == "satisfied"

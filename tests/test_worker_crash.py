@@ -5,44 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from managed_agents.client import SessionClient
 from managed_agents.testing.mock_claude import Fault, Turn
-from tests.helpers import marker, session_input
+from tests.helpers import marker, session_input, spawn_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_worker(env_client, mock, settings) -> subprocess.Popen[bytes]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "ANTHROPIC_API_KEY": "sk-test-not-a-secret",
-        "ANTHROPIC_BASE_URL": mock.base_url,
-        "TEMPORAL_ADDRESS": env_client.service_client.config.target_host,
-        "TEMPORAL_NAMESPACE": env_client.namespace,
-        "MANAGED_AGENTS_LOG_FORMAT": "json",
-    }
-    return subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "worker.py"),
-            "--task-queue",
-            settings.task_queue,
-            "--data-dir",
-            str(settings.data_dir),
-            "--sandbox-id",
-            settings.sandbox_id,
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=(settings.data_dir / "worker.log").open("ab"),
+    return spawn_worker(
+        env_client,
+        settings,
+        env={"ANTHROPIC_API_KEY": "sk-test-not-a-secret", "ANTHROPIC_BASE_URL": mock.base_url},
     )
 
 

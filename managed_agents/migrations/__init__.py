@@ -57,6 +57,16 @@ def current_revision(connection: sa.Connection) -> str | None:
     return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
+def table_exists(table: str) -> bool:
+    """In a revision: whether ``table`` is already there (tables ``create_all`` made before the
+    migrations existed are adopted, not recreated). False when rendering SQL offline."""
+    from alembic import op
+
+    if op.get_context().as_sql:
+        return False
+    return sa.inspect(op.get_bind()).has_table(table)
+
+
 def target_metadata() -> list[sa.MetaData]:
     """The table definitions the migrations must produce (for ``--autogenerate`` and the tests)."""
     from managed_agents.memory.tables import metadata as memory_metadata

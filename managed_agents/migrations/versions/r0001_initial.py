@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from managed_agents.migrations import table_exists
+
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -26,21 +28,15 @@ PATH = sa.Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")
 TS = sa.DateTime(timezone=True)
 
 
-def _exists(table: str) -> bool:
-    if op.get_context().as_sql:
-        return False
-    return sa.inspect(op.get_bind()).has_table(table)
-
-
 def upgrade() -> None:
     # --- the session store (managed_agents/store.py) ---
-    if not _exists("agent_definitions"):
+    if not table_exists("agent_definitions"):
         op.create_table(
             "agent_definitions",
             sa.Column("ref", sa.String(64), primary_key=True),
             sa.Column("body", sa.Text, nullable=False),
         )
-    if not _exists("transcript_messages"):
+    if not table_exists("transcript_messages"):
         op.create_table(
             "transcript_messages",
             sa.Column("session_id", sa.String(255), primary_key=True),
@@ -51,7 +47,7 @@ def upgrade() -> None:
             sa.Column("step", sa.Integer, nullable=False),
             sa.Column("attempt", sa.Integer, nullable=False),
         )
-    if not _exists("tool_results"):
+    if not table_exists("tool_results"):
         op.create_table(
             "tool_results",
             sa.Column("session_id", sa.String(255), primary_key=True),
@@ -60,7 +56,7 @@ def upgrade() -> None:
             sa.Column("is_error", sa.Boolean, nullable=False),
             sa.Column("attempt", sa.Integer, nullable=False),
         )
-    if not _exists("blobs"):
+    if not table_exists("blobs"):
         op.create_table(
             "blobs",
             sa.Column("ref", sa.String(64), primary_key=True),

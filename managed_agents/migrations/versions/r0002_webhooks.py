@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from managed_agents.migrations import table_exists
+
 revision: str = "0002"
 down_revision: str | Sequence[str] | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -22,14 +24,8 @@ depends_on: str | Sequence[str] | None = None
 TS = sa.DateTime(timezone=True)
 
 
-def _exists(table: str) -> bool:
-    if op.get_context().as_sql:
-        return False
-    return sa.inspect(op.get_bind()).has_table(table)
-
-
 def upgrade() -> None:
-    if not _exists("webhook_endpoints"):
+    if not table_exists("webhook_endpoints"):
         op.create_table(
             "webhook_endpoints",
             sa.Column("id", sa.String(64), primary_key=True),
@@ -47,7 +43,7 @@ def upgrade() -> None:
             sa.Column("updated_at", TS, nullable=False),
             sa.Column("last_success_at", TS),
         )
-    if not _exists("webhook_events"):
+    if not table_exists("webhook_events"):
         op.create_table(
             "webhook_events",
             sa.Column("id", sa.String(64), primary_key=True),
@@ -55,7 +51,7 @@ def upgrade() -> None:
             sa.Column("body", sa.Text, nullable=False),
             sa.Column("created_at", TS, nullable=False),
         )
-    if not _exists("webhook_deliveries"):
+    if not table_exists("webhook_deliveries"):
         op.create_table(
             "webhook_deliveries",
             sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
