@@ -13,8 +13,9 @@ contender's workers running only while it runs:
 
 * ``plain``: an asyncio loop, transcript in memory, requests built with the engine's
   ``build_request``/``next_cleared_before`` and sent with ``messages.stream`` like the engine;
-* ``floor``: a minimal workflow, per step one model activity (a fixed tiny request: the newest
-  message only) and one tool activity on the sandbox queue: what Temporal alone costs per step;
+* ``floor``: a minimal workflow running the same two activities per step: one model activity
+  sending the same growing request (the transcript held in the worker's memory, built by the same
+  ``build_request``) and one tool activity on the sandbox queue: what Temporal alone adds to a step;
 * ``engine``: the real ``AgentSession`` workflow on the real workers (``build_workers``).
 
 Figures: time per step (wall time of a whole session / steps; medians of ``--reps`` interleaved
@@ -92,7 +93,6 @@ PYDANTIC_AI_NOTE = (
 #: so per-step costs show; ``--stock-dev-server`` keeps the default.
 DEV_SERVER_ARGS = ["--dynamic-config-value", "history.transferProcessorMaxPollRPS=10000"]
 MARK = re.compile(r"\[bench:(?P<kind>[a-z]+):(?P<id>[0-9a-f]+):steps=(?P<n>\d+)\]")
-AT = re.compile(r"\bat=(\d+)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -143,8 +143,7 @@ def _texts(message: dict[str, Any]) -> str:
 def responder(body: dict[str, Any]) -> Any:
     """tool_use of bash until the session's step count is reached, then text.
 
-    plain / engine requests carry the whole transcript: the steps done are its assistant messages.
-    The floor's fixed tiny request says ``at=<k>`` itself.
+    Every contender's request carries the whole transcript: the steps done are its assistant messages.
     """
     from managed_agents.testing.mock_claude import Turn
 
@@ -155,11 +154,7 @@ def responder(body: dict[str, Any]) -> Any:
     found = MARK.search(_texts(messages[0])) if messages else None
     if found is None:
         return Turn.text("bench: no marker")
-    if found["kind"] == "floor":
-        at = AT.search(_texts(messages[-1]))
-        done = int(at.group(1)) if at else 0
-    else:
-        done = sum(1 for m in messages if m.get("role") == "assistant")
+    done = sum(1 for m in messages if m.get("role") == "assistant")
     if done < int(found["n"]):
         return Turn.tool_use("bash", {"command": TOOL_COMMAND})
     return Turn.text(f"done after {done} steps")
@@ -230,21 +225,47 @@ _floor_workspace: Path | None = None
 _tool_kwargs: dict[str, Any] = {}
 
 
+@dataclass
+class FloorTranscript:
+    """The floor's conversation, kept in the worker's memory (the engine keeps its own in the store)."""
+
+    messages: list[dict[str, Any]]
+    pending: list[dict[str, Any]]
+    cleared: int = 0
+
+
+#: workflow id -> transcript; the floor's model and tool workers run in this process
+_floor_transcripts: dict[str, FloorTranscript] = {}
+
+
 @activity.defn(name=FLOOR_MODEL_ACTIVITY)
 async def floor_model_request(inp: dict[str, Any]) -> dict[str, Any]:
-    """One model call with a fixed tiny request (the newest message only, no transcript)."""
+    """The engine's model call without the engine: the same growing request, built by the same
+    ``build_request`` from a transcript held in memory, streamed the same way."""
     from activities.heartbeat import heartbeating
+    from managed_agents.models.session import SessionCreateParams
+    from managed_agents.prompt import build_request, next_cleared_before, order_user_blocks
 
-    request = {
-        "model": MODEL,
-        "max_tokens": 8192,
-        "messages": [{"role": "user", "content": [{"type": "text", "text": f"{inp['marker']} at={inp['at']}"}]}],
-    }
+    params = SessionCreateParams.model_validate(session_input(inp["text"], inp["steps"]))
+    opts = params.options
+    key = activity.info().workflow_id or ""
+    transcript = _floor_transcripts.setdefault(
+        key, FloorTranscript(messages=[], pending=[{"type": "text", "text": inp["text"]}])
+    )
+    if transcript.pending:  # (a retried attempt finds them already moved into the transcript)
+        transcript.messages.append({"role": "user", "content": order_user_blocks(transcript.pending)})
+        transcript.pending = []
+    transcript.cleared = next_cleared_before(transcript.messages, transcript.cleared, opts.context_window_tokens)
+    request = build_request(
+        params.agent_definition, transcript.messages, max_tokens=opts.max_tokens, cleared_before=transcript.cleared
+    )
     async with heartbeating(), _floor_client.messages.stream(**request) as stream:
         async for _event in stream:
             pass
         message = await stream.get_final_message()
-    return {"content": [b.model_dump(mode="json", exclude_none=True) for b in message.content]}
+    content = [b.model_dump(mode="json", exclude_none=True) for b in message.content]
+    transcript.messages.append({"role": "assistant", "content": content})
+    return {"content": content}
 
 
 @activity.defn(name=FLOOR_TOOL_ACTIVITY)
@@ -259,6 +280,9 @@ async def floor_tool_bash(inp: dict[str, Any]) -> dict[str, Any]:
     )
     if outcome.is_error or len(outcome.content[0].get("text", "")) < 4096:
         raise ApplicationError(f"unexpected tool result: {outcome.content!r:.200}", non_retryable=True)
+    _floor_transcripts[inp["session"]].pending.append(
+        {"type": "tool_result", "tool_use_id": inp["tool_use_id"], "content": outcome.content, "is_error": False}
+    )
     return {"content": outcome.content, "is_error": outcome.is_error}
 
 
@@ -271,7 +295,7 @@ class FloorWorkflow:
         while True:
             result = await workflow.execute_activity(
                 FLOOR_MODEL_ACTIVITY,
-                {"marker": inp["marker"], "at": steps},
+                {"text": inp["text"], "steps": inp["steps"]},
                 start_to_close_timeout=timedelta(seconds=600),
                 heartbeat_timeout=timedelta(seconds=HEARTBEAT_SECONDS),
                 retry_policy=RetryPolicy(
@@ -564,7 +588,10 @@ class Bench:
         start = time.perf_counter()
         async with self.progress(f"floor {steps}", steps):
             handle = await self.client.start_workflow(
-                FloorWorkflow.run, {"marker": mark, "sandbox_id": SANDBOX_ID}, id=wf_id, task_queue=TASK_QUEUE
+                FloorWorkflow.run,
+                {"text": f"{mark} do the work", "steps": steps, "sandbox_id": SANDBOX_ID},
+                id=wf_id,
+                task_queue=TASK_QUEUE,
             )
             try:
                 done = await self.wait_result(handle, steps)
