@@ -16,6 +16,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -246,6 +247,36 @@ class SessionStore:
                 out.append(message)
         return out
 
+    def transcript_length(self, session_id: str) -> int:
+        """How many transcript messages the store holds for ``session_id`` (0: none, or unknown)."""
+        with self.engine.connect() as conn:
+            count = conn.execute(
+                sa.select(sa.func.count()).where(transcript_messages.c.session_id == session_id)
+            ).scalar_one()
+        return int(count)
+
+    def iter_transcript(self, session_id: str, *, batch: int = 200) -> Iterator[dict[str, Any]]:
+        """Every stored message of a session (finished ones too), tool results resolved, read in
+        batches so a long session is never held in memory twice."""
+        start = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(transcript_messages.c.idx, transcript_messages.c.role, transcript_messages.c.content)
+                    .where(transcript_messages.c.session_id == session_id, transcript_messages.c.idx >= start)
+                    .order_by(transcript_messages.c.idx)
+                    .limit(batch)
+                ).all()
+            if not rows:
+                return
+            for r in rows:
+                message = {"role": r.role, "content": json.loads(r.content)}
+                try:
+                    yield self.resolve_refs(session_id, message)
+                except MissingToolResultError:  # a result lost with its sandbox: read the rest anyway
+                    yield message
+            start = rows[-1].idx + 1
+
     # --- helpers ---------------------------------------------------------------------------------
 
     def _remember(self, sha: str, message: dict[str, Any]) -> None:
@@ -254,21 +285,26 @@ class SessionStore:
             self._cache.popitem(last=False)
 
     def _upsert(self, table: sa.Table, row: dict[str, Any], keys: list[str], when: Any) -> Any:
-        dialect = self.engine.dialect.name
-        insert: Any
-        if dialect == "sqlite":
-            insert = sqlite.insert(table).values(**row)
-        elif dialect == "postgresql":
-            insert = postgresql.insert(table).values(**row)
-        else:  # pragma: no cover - guarded by config validation
-            raise ValueError(f"unsupported database dialect {dialect!r}: use sqlite or postgresql")
-        updates = {k: insert.excluded[k] for k in row if k not in keys}
-        if not updates or when is None:
-            return insert.on_conflict_do_nothing(index_elements=keys)
-        return insert.on_conflict_do_update(index_elements=keys, set_=updates, where=when(table.c, insert.excluded))
+        return upsert_statement(self.engine.dialect.name, table, row, keys, when)
 
     def _safe_url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
+
+
+def upsert_statement(dialect: str, table: sa.Table, row: dict[str, Any], keys: list[str], when: Any) -> Any:
+    """INSERT ``row``; on a ``keys`` conflict, update the other columns where ``when(old, new)`` holds
+    (``when=None``: keep the existing row). One statement on SQLite and PostgreSQL alike."""
+    insert: Any
+    if dialect == "sqlite":
+        insert = sqlite.insert(table).values(**row)
+    elif dialect == "postgresql":
+        insert = postgresql.insert(table).values(**row)
+    else:  # pragma: no cover - guarded by config validation
+        raise ValueError(f"unsupported database dialect {dialect!r}: use sqlite or postgresql")
+    updates = {k: insert.excluded[k] for k in row if k not in keys}
+    if not updates or when is None:
+        return insert.on_conflict_do_nothing(index_elements=keys)
+    return insert.on_conflict_do_update(index_elements=keys, set_=updates, where=when(table.c, insert.excluded))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -18,21 +18,25 @@ from temporalio.client import Client
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.dream import DreamActivities
 from activities.model import ModelActivities, ModelClientFactory
 from activities.outcome import GraderActivities, OutcomeSandboxActivities
 from activities.sandbox import SandboxActivities
 from activities.webhooks import WebhookActivities
 from managed_agents.client import connect
 from managed_agents.config import WorkerSettings, sandbox_private_queue, sandbox_shared_queue
+from managed_agents.dreams.records import DreamRecords
 from managed_agents.logging import configure_logging, get_logger
+from managed_agents.memory.service import MemoryService
 from managed_agents.store import SessionStore
 from managed_agents.webhooks.service import WebhookService
+from workflows.dream import DreamWorkflow, ScheduledDream
 from workflows.session import AgentSession
 from workflows.webhook_event import WebhookEvent
 
 log = get_logger("managed_agents.worker")
 
-WORKFLOWS: list[type] = [AgentSession, WebhookEvent]
+WORKFLOWS: list[type] = [AgentSession, WebhookEvent, DreamWorkflow, ScheduledDream]
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -67,6 +71,7 @@ def build_workers(
         model = ModelActivities(store, client_factory)
         grader = GraderActivities(store, client_factory)
         webhooks = WebhookActivities(WebhookService(store.engine))
+        dreams = DreamActivities(store, MemoryService(store.engine), DreamRecords(store.engine), client_factory)
         workers.append(
             Worker(
                 client,
@@ -81,6 +86,13 @@ def build_workers(
                     webhooks.fanout,
                     webhooks.deliver,
                     webhooks.give_up,
+                    dreams.prepare,
+                    dreams.extract,
+                    dreams.plan_consolidation,
+                    dreams.consolidate,
+                    dreams.finish,
+                    dreams.select_sessions,
+                    dreams.record_session,
                 ],
                 max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
                 max_concurrent_activities=limit,

@@ -19,6 +19,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from managed_agents.dreams.models import RECORD_SESSION_ACTIVITY, RecordSessionInput, mounted_memory_store_ids
     from managed_agents.models.agent import ResolvedTool
     from managed_agents.models.events import StopReason
     from managed_agents.models.session import MonetaryAmount, RequestUsage
@@ -43,6 +44,7 @@ def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
 
 #: Managed Agents' payloads name an organization and workspace; a self-hosted engine has one of each.
 WEBHOOKS_PATCH = "webhook-events-v2"
+SESSION_INDEX_PATCH = "session-index-v1"
 WEBHOOK_SCOPE = {"organization_id": "org_self_hosted", "workspace_id": "wrkspc_self_hosted"}
 
 
@@ -114,6 +116,28 @@ class SessionBase:
                 workflow.logger.warning("webhook event not enqueued", extra={"error": str(err)})
 
         self._signal_tasks.append(asyncio.create_task(start()))
+
+    def _index_finished_turn(self) -> None:
+        """Note in the session index that this session finished a turn, with the memory stores it
+        mounted: a dream schedule picks "the sessions since its last run" from there, and a dream
+        reads sessions in this order, so a later statement wins over an earlier one."""
+        if self._input_error is not None or not workflow.patched(SESSION_INDEX_PATCH):
+            return
+        stores = mounted_memory_store_ids(self._s.params.resources)
+        inp = RecordSessionInput(session_id=self._s.session_id, memory_store_ids=stores, finished_at=workflow.now())
+
+        async def record() -> None:
+            try:
+                await workflow.execute_local_activity(
+                    RECORD_SESSION_ACTIVITY,
+                    inp,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(maximum_attempts=5),
+                )
+            except Exception as err:  # bookkeeping must never break the session
+                workflow.logger.warning("session not indexed", extra={"error": str(err)})
+
+        self._signal_tasks.append(asyncio.create_task(record()))
 
     # Hooks: a thread of a coordinator session reports these to its coordinator.
     def _on_usage(self, usage: RequestUsage, cost_nanos: int | None, model: str) -> None:
@@ -189,6 +213,7 @@ class SessionBase:
         self._emit("session.usage", usage=self._usage_json(), budget=_dump(s.params.budget))
         idle = self._emit("session.status_idle", stop_reason=s.stop_reason.model_dump(exclude_none=True))
         self._webhook("session.status_idled", idle)
+        self._index_finished_turn()
         if reason == "requires_action":
             self._webhook("session.requires_action", idle)
         elif reason == "budget_reached":

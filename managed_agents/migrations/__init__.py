@@ -69,11 +69,12 @@ def table_exists(table: str) -> bool:
 
 def target_metadata() -> list[sa.MetaData]:
     """The table definitions the migrations must produce (for ``--autogenerate`` and the tests)."""
+    from managed_agents.dreams.tables import metadata as dream_metadata
     from managed_agents.memory.tables import metadata as memory_metadata
     from managed_agents.store import metadata as session_metadata
     from managed_agents.webhooks.service import metadata as webhook_metadata
 
-    return [session_metadata, memory_metadata, webhook_metadata]
+    return [session_metadata, memory_metadata, webhook_metadata, dream_metadata]
 
 
 def lock_for_migration(connection: sa.Connection) -> None:

@@ -1,0 +1,342 @@
+"""Dreaming end to end: a real Temporal dev server, real sessions and transcripts in a real SQLite
+store, and the mock Claude server answering as ``managed_agents.testing.dreamer`` (rules a test
+can predict the curated store from)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from temporalio.client import WorkflowFailureError
+
+from managed_agents.dreams import review
+from managed_agents.dreams.client import DreamNotCancelable, cancel_dream, get_dream, start_dream
+from managed_agents.dreams.models import DreamCreateParams
+from managed_agents.dreams.records import DreamRecords
+from managed_agents.memory.models import user_actor
+from managed_agents.memory.service import MemoryService
+from managed_agents.testing.dreamer import dreamer_responder
+from managed_agents.testing.mock_claude import MockClaude
+from tests.conftest import Harness
+from tests.helpers import session_input, spawn_worker
+
+MODEL = "claude-sonnet-4-6"
+ADMIN = user_actor("alice")
+
+
+@pytest.fixture(scope="module")
+def dream_mock() -> Iterator[MockClaude]:
+    with MockClaude(default=dreamer_responder) as mock:
+        yield mock
+
+
+@pytest.fixture
+async def dh(temporal_env: Any, settings: Any, dream_mock: MockClaude) -> AsyncIterator[Harness]:
+    h = Harness(temporal_env.client, settings, dream_mock)
+    async with h.worker():
+        yield h
+
+
+def memory_of(h: Harness) -> MemoryService:
+    return MemoryService(h.store.engine)
+
+
+def dream_body(store_id: str, session_ids: list[str], **options: Any) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {"type": "memory_store", "memory_store_id": store_id},
+            {"type": "sessions", "session_ids": session_ids},
+        ],
+        "model": MODEL,
+        "options": {"heartbeat_timeout_seconds": 5, **options},
+    }
+
+
+async def run_session(h: Harness, text: str) -> str:
+    handle = await h.sessions.create(session_input(text))
+    await handle.result()
+    return handle.id
+
+
+def write_transcript(h: Harness, session_id: str, lines: list[str]) -> None:
+    """A finished session's transcript, straight into the store (for many-session dreams)."""
+    messages: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        role = "user" if i % 2 == 0 else "assistant"
+        messages.append({"role": role, "content": [{"type": "text", "text": line}]})
+    h.store.write_messages(session_id, 0, messages, step=0, attempt=1)
+
+
+def contents(memory: MemoryService, store_id: str) -> dict[str, str]:
+    return {e.path: e.content for e in memory.snapshot(store_id)}
+
+
+def seeded_store(memory: MemoryService) -> str:
+    store = memory.create_store("team-notes")
+    memory.create_memory(store.id, "/prefs.md", "editor: vim\neditor: vim\nlanguage: python\n", actor=ADMIN)
+    memory.create_memory(store.id, "/old.md", "deploy: friday\n", actor=ADMIN)
+    memory.create_memory(store.id, "/notes.md", "Keep answers short.\n", actor=ADMIN)
+    return store.id
+
+
+async def test_dream_over_three_sessions_curates_a_new_store_and_leaves_the_input(dh: Harness) -> None:
+    memory = memory_of(dh)
+    store_id = seeded_store(memory)
+    before = contents(memory, store_id)
+    versions_before = len(memory.list_versions(store_id, limit=100).data)
+    s1 = await run_session(dh, "We moved the release. remember: deploy = monday")
+    s2 = await run_session(dh, "Switching stacks. remember: language = rust")
+    s3 = await run_session(dh, "remember: language = rust\nand remember: test = pytest")
+
+    handle = await start_dream(dh.client, dream_body(store_id, [s3, s1, s2]), task_queue=dh.settings.task_queue)
+    result = await handle.result()
+
+    assert result["status"] == "completed", result
+    assert result["type"] == "dream" and result["id"].startswith("drm_")
+    assert [i["session_ids"] for i in result["inputs"] if i["type"] == "sessions"] == [sorted([s1, s2, s3])]
+    output = result["outputs"][0]["memory_store_id"]
+    assert output != store_id
+    curated = contents(memory, output)
+    # duplicates merged, contradicted values replaced by the latest, patterns surfaced, the rest kept
+    assert curated["/facts.md"] == "deploy: monday\neditor: vim\nlanguage: rust\ntest: pytest\n"
+    assert curated["/patterns.md"] == f"- language: mentioned in sessions {', '.join(sorted([s2, s3]))}\n"
+    assert curated["/notes.md"] == "Keep answers short.\n"
+    assert "/prefs.md" not in curated and "/old.md" not in curated
+    # the input store is untouched, not even a version
+    assert contents(memory, store_id) == before
+    assert len(memory.list_versions(store_id, limit=100).data) == versions_before
+    # proposed for review, written by the dream
+    proposal = memory.retrieve_store(output).proposal
+    assert proposal is not None and proposal.status == "proposed"
+    assert proposal.source_memory_store_id == store_id and proposal.dream_id == result["id"]
+    authors = {v.created_by.model_dump()["service_account_id"] for v in memory.list_versions(output, limit=100).data}  # type: ignore[union-attr]
+    assert authors == {result["id"]}
+    # usage and progress add up: one request per session, one consolidation batch
+    assert result["usage"]["input_tokens"] > 0 and result["usage"]["output_tokens"] > 0
+    assert result["progress"]["model_requests"] == 4
+    assert result["progress"]["sessions_read"] == 3 and result["progress"]["batches_done"] == 1
+    assert result["ended_at"] is not None and result["error"] is None
+    # observations reached the consolidation in the order their sessions finished
+    merge = [r for r in dh.mock.requests if "write_memory_store" in str(r.body.get("tool_choice"))][-1]
+    text = merge.first_user_text
+    assert text.index(f'session="{s1}"') < text.index(f'session="{s2}"') < text.index(f'session="{s3}"')
+
+
+async def test_diff_promote_and_discard(dh: Harness) -> None:
+    memory = memory_of(dh)
+    records = DreamRecords(dh.store.engine)
+    store_id = seeded_store(memory)
+    s1 = await run_session(dh, "remember: language = rust")
+    result = await (
+        await start_dream(dh.client, dream_body(store_id, [s1]), task_queue=dh.settings.task_queue)
+    ).result()
+    proposed = result["outputs"][0]["memory_store_id"]
+
+    changes = {c.path: c for c in review.diff_stores(memory, proposed)}
+    assert changes["/facts.md"].change == "added" and "+language: rust" in changes["/facts.md"].diff
+    assert changes["/prefs.md"].change == "removed" and changes["/prefs.md"].lines_removed == 3
+    assert changes["/notes.md"].change == "unchanged"
+
+    # A session changed a memory the dream rewrote: promotion refuses, naming it; nothing is written.
+    memory.write_memory(store_id, "/old.md", "deploy: tuesday\n", actor=ADMIN)
+    with pytest.raises(review.PromotionConflict, match=r"/old\.md"):
+        review.promote(memory, records, proposed, actor=ADMIN)
+    assert contents(memory, store_id)["/old.md"] == "deploy: tuesday\n"
+    assert "/facts.md" not in contents(memory, store_id)
+
+    promoted = review.promote(memory, records, proposed, actor=ADMIN, force=True)
+    assert promoted.forced and promoted.conflicts == ["/old.md"]
+    assert contents(memory, store_id) == contents(memory, proposed)
+    assert memory.retrieve_store(proposed).proposal.status == "promoted"  # type: ignore[union-attr]
+    # the promotion is attributed, and the old content stays in the versions
+    newest = memory.list_versions(store_id, limit=100).data
+    assert any(v.created_by == ADMIN and v.path == "/facts.md" for v in newest)
+    with pytest.raises(Exception, match="already promoted"):
+        review.promote(memory, records, proposed, actor=ADMIN)
+
+    second = await (
+        await start_dream(dh.client, dream_body(store_id, [s1]), task_queue=dh.settings.task_queue)
+    ).result()
+    discarded = second["outputs"][0]["memory_store_id"]
+    review.discard(memory, discarded)
+    store = memory.retrieve_store(discarded)
+    assert store.archived_at is not None and store.proposal.status == "discarded"  # type: ignore[union-attr]
+    with pytest.raises(Exception, match="already discarded"):
+        review.promote(memory, records, discarded, actor=ADMIN)
+
+
+async def test_dream_over_100_long_sessions_in_stages(dh: Harness) -> None:
+    memory = memory_of(dh)
+    store = memory.create_store("big")
+    memory.create_memory(store.id, "/facts.md", "counter: 0\n", actor=ADMIN)
+    ids = [f"sesn_bulk_{i:03d}" for i in range(100)]
+    for i, sid in enumerate(ids):
+        filler = [f"step {k}: " + "x" * 400 for k in range(20)]  # ~8 kB: several parts at 3,000 chars
+        write_transcript(dh, sid, [f"remember: counter = {i}", *filler, f"remember: owner{i % 7} = team{i}"])
+        DreamRecords(dh.store.engine).record_session(sid, [store.id], _at(i))
+
+    body = dream_body(store.id, ids, transcript_chunk_chars=3_000, consolidation_batch_chars=4_000)
+    handle = await start_dream(dh.client, body, task_queue=dh.settings.task_queue)
+    result = await handle.result()
+
+    assert result["status"] == "completed", result
+    p = result["progress"]
+    assert p["sessions_read"] == 100 and p["observations"] == 200
+    assert p["batches_total"] > 1 and p["batches_done"] == p["batches_total"]
+    facts = contents(memory, result["outputs"][0]["memory_store_id"])["/facts.md"]
+    # batches applied in order: the last session's value wins, every owner topic has its latest value
+    assert "counter: 99\n" in facts
+    for k in range(7):
+        latest = max(i for i in range(100) if i % 7 == k)
+        assert f"owner{k}: team{latest}\n" in facts
+    # history carries counts, not transcripts: small and one run
+    history = await handle.fetch_history()
+    size = len(history.to_json())
+    assert size < 1_000_000, size
+    assert p["model_requests"] >= 300  # each session in several parts
+
+
+async def test_bad_dream_inputs_are_named(dh: Harness) -> None:
+    memory = memory_of(dh)
+    store_id = seeded_store(memory)
+    with pytest.raises(ValidationError, match="instructions"):
+        DreamCreateParams.model_validate({**dream_body(store_id, ["s"]), "instructions": "x" * 4097})
+    with pytest.raises(ValidationError, match="appears twice"):
+        DreamCreateParams.model_validate(dream_body(store_id, ["a", "a"]))
+    with pytest.raises(ValidationError, match="session_ids"):
+        DreamCreateParams.model_validate(dream_body(store_id, [f"s{i}" for i in range(101)]))
+    with pytest.raises(ValidationError, match="exactly one memory_store"):
+        DreamCreateParams.model_validate(
+            {**dream_body(store_id, ["s"]), "inputs": [dream_body(store_id, ["s"])["inputs"][1]] * 2}
+        )
+    with pytest.raises(ValidationError, match="update_existing"):
+        DreamCreateParams.model_validate(
+            {**dream_body(store_id, ["s"]), "output_behavior": {"type": "update_existing", "memory_store_id": store_id}}
+        )
+    # a raw start with a bad body (as from the temporal CLI) fails the workflow with the field named
+    handle = await dh.client.start_workflow(
+        "Dream",
+        {"inputs": [], "model": MODEL},
+        id="drm_badinput" + os.urandom(3).hex(),
+        task_queue=dh.settings.task_queue,
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    assert "inputs" in str(failed.value.cause)
+
+    # inputs that exist only at run time fail the dream with Managed Agents' error types
+    s1 = await run_session(dh, "remember: a = b")
+    missing = await (
+        await start_dream(dh.client, dream_body("memstore_nope", [s1]), task_queue=dh.settings.task_queue)
+    ).result()
+    assert missing["status"] == "failed" and missing["error"]["type"] == "input_memory_store_unavailable"
+    assert missing["outputs"] == []
+    gone = await (
+        await start_dream(dh.client, dream_body(store_id, [s1, "sesn_never"]), task_queue=dh.settings.task_queue)
+    ).result()
+    assert gone["error"]["type"] == "input_session_unavailable" and "sesn_never" in gone["error"]["message"]
+    big = await (
+        await start_dream(
+            dh.client, dream_body(store_id, [s1], max_store_bytes=1_000), task_queue=dh.settings.task_queue
+        )
+    ).result()
+    assert big["status"] == "completed"  # the seeded store is under 1,000 bytes
+    memory.create_memory(store_id, "/big.md", "y" * 2_000, actor=ADMIN)
+    big = await (
+        await start_dream(
+            dh.client, dream_body(store_id, [s1], max_store_bytes=1_000), task_queue=dh.settings.task_queue
+        )
+    ).result()
+    assert big["error"]["type"] == "input_memory_store_too_large" and "1,000" in big["error"]["message"]
+
+
+@pytest.fixture
+def slow_mock() -> Iterator[MockClaude]:
+    with MockClaude(default=dreamer_responder, latency=0.4) as mock:
+        yield mock
+
+
+async def test_cancel_a_running_dream(temporal_env: Any, settings: Any, slow_mock: MockClaude) -> None:
+    h = Harness(temporal_env.client, settings, slow_mock)
+    memory = memory_of(h)
+    store_id = seeded_store(memory)
+    ids = [f"sesn_cancel_{i}" for i in range(6)]
+    for i, sid in enumerate(ids):
+        write_transcript(h, sid, [f"remember: k{i} = v{i}"])
+    async with h.worker():
+        handle = await start_dream(
+            h.client, dream_body(store_id, ids, max_parallel_sessions=1), task_queue=settings.task_queue
+        )
+        await _until(lambda: get_dream(h.client, handle.id), lambda d: d.progress.sessions_read >= 1)
+        canceled = await cancel_dream(h.client, handle.id)
+        assert canceled.status == "canceled" and canceled.ended_at is not None
+        assert canceled.progress.sessions_read < 6
+        # the output store exists with what was written so far; canceling again changes nothing
+        assert canceled.outputs and memory.retrieve_store(canceled.outputs[0].memory_store_id)
+        assert (await cancel_dream(h.client, handle.id)).status == "canceled"
+        # a completed dream cannot be canceled
+        done = await start_dream(h.client, dream_body(store_id, ids[:1]), task_queue=settings.task_queue)
+        await done.result()
+        with pytest.raises(DreamNotCancelable, match="completed"):
+            await cancel_dream(h.client, done.id)
+
+
+async def test_worker_killed_mid_dream_resumes_without_repeating_stages(
+    temporal_env: Any, settings: Any, slow_mock: MockClaude
+) -> None:
+    h = Harness(temporal_env.client, settings, slow_mock)
+    memory = memory_of(h)
+    store_id = seeded_store(memory)
+    ids = [f"sesn_kill_{i}" for i in range(8)]
+    for i, sid in enumerate(ids):
+        write_transcript(h, sid, [f"remember: k{i} = v{i}"])
+    env = {"ANTHROPIC_BASE_URL": slow_mock.base_url, "ANTHROPIC_API_KEY": "sk-test-not-a-secret"}
+    worker = spawn_worker(h.client, settings, env=env)
+    try:
+        handle = await start_dream(
+            h.client,
+            dream_body(store_id, ids, max_parallel_sessions=2, heartbeat_timeout_seconds=2),
+            task_queue=settings.task_queue,
+        )
+        seen = await _until(lambda: get_dream(h.client, handle.id), lambda d: d.progress.sessions_read >= 3, 60)
+        finished_before = seen.progress.sessions_read
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        worker = spawn_worker(h.client, settings, env=env, log="worker2.log")
+        result = await asyncio.wait_for(handle.result(), 120)
+    finally:
+        worker.kill()
+        worker.wait()
+    assert result["status"] == "completed", result
+    reads = [r.first_user_text for r in slow_mock.requests if "record_observations" in str(r.body.get("tool_choice"))]
+    per_session = {sid: sum(f"Session {sid}," in text for text in reads) for sid in ids}
+    repeated = [sid for sid, n in per_session.items() if n > 1]
+    # only the sessions in flight when the worker died (at most 2 in parallel) are read again
+    assert all(n >= 1 for n in per_session.values())
+    assert len(repeated) <= 2, per_session
+    assert sum(per_session.values()) <= len(ids) + 2
+    assert finished_before >= 3
+    facts = contents(memory, result["outputs"][0]["memory_store_id"])["/facts.md"]
+    assert all(f"k{i}: v{i}\n" in facts for i in range(8))
+
+
+async def _until(get: Any, ok: Any, timeout: float = 30) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await get()
+        if ok(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting; last value: {value}")
+        await asyncio.sleep(0.1)
+
+
+def _at(i: int) -> Any:
+    from datetime import UTC, datetime, timedelta
+
+    return datetime(2026, 11, 1, tzinfo=UTC) + timedelta(minutes=i)
