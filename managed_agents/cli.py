@@ -19,12 +19,14 @@ from temporalio.service import RPCError
 
 from managed_agents.client import SessionClient, SessionHandle, new_session_id
 from managed_agents.config import DEFAULT_TASK_QUEUE
+from managed_agents.dream_cli import dream_app
 from managed_agents.memory_cli import memory_app
 from managed_agents.models.session import SessionCreateParams
 from managed_agents.render import render_event, session_table
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(memory_app, name="memory")
+app.add_typer(dream_app, name="dream")
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")

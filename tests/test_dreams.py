@@ -5,6 +5,7 @@ can predict the curated store from)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -340,3 +341,103 @@ def _at(i: int) -> Any:
     from datetime import UTC, datetime, timedelta
 
     return datetime(2026, 11, 1, tzinfo=UTC) + timedelta(minutes=i)
+
+
+async def test_dream_schedule_picks_only_new_sessions_each_run(dh: Harness) -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from temporalio.client import ScheduleOverlapPolicy
+
+    from managed_agents.dreams.client import create_dream_schedule
+
+    memory = memory_of(dh)
+    records = DreamRecords(dh.store.engine)
+    store_id = seeded_store(memory)
+    other = memory.create_store("someone-else").id
+    schedule_id = f"dream-nightly-{os.urandom(3).hex()}"
+
+    def finished(session_id: str, text: str, store: str = store_id) -> str:
+        write_transcript(dh, session_id, [text])
+        records.record_session(session_id, [store], datetime.now(UTC))
+        return session_id
+
+    handle = await create_dream_schedule(
+        dh.client,
+        schedule_id=schedule_id,
+        memory_store_id=store_id,
+        model=MODEL,
+        cron="0 3 * * *",
+        time_zone="Europe/Paris",
+        task_queue=dh.settings.task_queue,
+    )
+    try:
+        described = await handle.describe()
+        assert described.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+        paris = [t.astimezone(ZoneInfo("Europe/Paris")) for t in described.info.next_action_times]
+        assert paris and all((t.hour, t.minute) == (3, 0) for t in paris)
+
+        async def fire(n: int) -> dict[str, Any]:
+            await handle.trigger()
+            info = await _until(handle.describe, lambda d: len(d.info.recent_actions) >= n)
+            run_id = info.info.recent_actions[n - 1].action.workflow_id
+            return await dh.client.get_workflow_handle(run_id).result()  # type: ignore[no-any-return]
+
+        s1 = finished(f"sesn_sched_a_{os.urandom(3).hex()}", "remember: editor = helix")
+        s2 = finished(f"sesn_sched_b_{os.urandom(3).hex()}", "remember: deploy = daily")
+        finished(f"sesn_sched_other_{os.urandom(3).hex()}", "remember: x = y", store=other)  # not this store
+        first = await fire(1)
+        assert first["dream"]["status"] == "completed", first
+        assert first["dream"]["inputs"][1]["session_ids"] == sorted([s1, s2])
+
+        s3 = finished(f"sesn_sched_c_{os.urandom(3).hex()}", "remember: editor = zed")
+        second = await fire(2)
+        assert second["dream"]["inputs"][1]["session_ids"] == [s3]
+        assert "editor: zed" in contents(memory, second["dream"]["outputs"][0]["memory_store_id"])["/facts.md"]
+
+        third = await fire(3)
+        assert third["dream"] is None and "no session" in third["skipped"]
+    finally:
+        await handle.delete()
+
+
+def _cli(h: Harness, *args: str) -> Any:
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": h.client.service_client.config.target_host,
+        "TEMPORAL_NAMESPACE": h.client.namespace,
+        "MANAGED_AGENTS_TASK_QUEUE": h.settings.task_queue,
+        "MANAGED_AGENTS_STORE_URL": h.settings.resolved_store_url(),
+    }
+    command = [sys.executable, "-m", "managed_agents.cli", "dream", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+async def test_dream_cli_create_diff_promote_and_bad_input(dh: Harness) -> None:
+    memory = memory_of(dh)
+    store_id = seeded_store(memory)
+    s1 = await run_session(dh, "remember: language = rust")
+
+    bad = await asyncio.to_thread(_cli, dh, "create", "--store", store_id, "--session", s1, "--session", s1)
+    assert bad.returncode == 2 and "appears twice" in bad.stderr
+
+    made = await asyncio.to_thread(_cli, dh, "create", "--store", store_id, "--session", s1, "--json")
+    assert made.returncode == 0, made.stderr
+    dream = json.loads(made.stdout)
+    assert dream["status"] == "completed"
+
+    shown = await asyncio.to_thread(_cli, dh, "diff", dream["id"], "--json")
+    changes = {c["path"]: c["change"] for c in json.loads(shown.stdout)}
+    assert changes == {"/facts.md": "added", "/notes.md": "unchanged", "/old.md": "removed", "/prefs.md": "removed"}
+
+    promoted = await asyncio.to_thread(_cli, dh, "promote", dream["id"], "--json")
+    assert promoted.returncode == 0, promoted.stderr
+    assert json.loads(promoted.stdout)["written"] == 1
+    assert "language: rust" in contents(memory, store_id)["/facts.md"]
+    again = await asyncio.to_thread(_cli, dh, "promote", dream["id"])
+    assert again.returncode == 2 and "already promoted" in again.stderr
+    not_cancelable = await asyncio.to_thread(_cli, dh, "cancel", dream["id"])
+    assert not_cancelable.returncode == 2 and "completed" in not_cancelable.stderr
