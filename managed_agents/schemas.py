@@ -16,6 +16,8 @@ SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 
 
 def schemas() -> dict[str, dict[str, Any]]:
+    from managed_agents.dreams.models import Dream, DreamCreateParams, ScheduledDreamInput
+
     session_input = SessionCreateParams.model_json_schema()
     session_input["title"] = "AgentSession workflow input"
     session_input["description"] = (
@@ -27,7 +29,20 @@ def schemas() -> dict[str, dict[str, Any]]:
     events["description"] = "Argument of the send_events workflow update: a non-empty array of user.* events."
     session = SessionObject.model_json_schema()
     session["title"] = "AgentSession result and session query"
+    dream_input = DreamCreateParams.model_json_schema()
+    dream_input["title"] = "Dream workflow input"
+    dream_input["description"] = (
+        "Input of the Dream workflow (task queue managed-agents): the body of client.beta.dreams.create, "
+        "plus engine options."
+    )
+    dream = Dream.model_json_schema()
+    dream["title"] = "Dream result and dream query"
+    scheduled = ScheduledDreamInput.model_json_schema()
+    scheduled["title"] = "ScheduledDream workflow input (what a dream schedule starts)"
     return {
+        "dream.input.schema.json": dream_input,
+        "dream.dream.schema.json": dream,
+        "scheduled_dream.input.schema.json": scheduled,
         "agent_session.input.schema.json": session_input,
         "agent_session.send_events.schema.json": events,
         "agent_session.session.schema.json": session,

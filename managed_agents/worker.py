@@ -27,7 +27,7 @@ from managed_agents.client import connect
 from managed_agents.config import WorkerSettings, sandbox_private_queue, sandbox_shared_queue
 from managed_agents.dreams.records import DreamRecords
 from managed_agents.logging import configure_logging, get_logger
-from managed_agents.memory.service import MemoryService
+from managed_agents.memory import MemoryService
 from managed_agents.store import SessionStore
 from managed_agents.webhooks.service import WebhookService
 from workflows.dream import DreamWorkflow, ScheduledDream
@@ -107,6 +107,9 @@ def build_workers(
             sandbox_id=settings.sandbox_id,
             policy=settings.sandbox_policy(),
             runtimes=settings.runtimes,
+            # Memory stores live in the session store's database (resolved_store_url): one service
+            # (and connection pool) per worker, on the store's engine.
+            memory=MemoryService(store.engine),
         )
         outcomes = OutcomeSandboxActivities(sandbox)
         workers.append(
