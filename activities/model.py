@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import heartbeating
 from managed_agents.logging import get_logger
 from managed_agents.models.activity_io import (
+    MemoryMount,
     ModelRequestInput,
     ModelRequestResult,
     ModelRetryNotice,
@@ -45,6 +46,7 @@ class ModelActivities:
         self.store = store
         self.client_factory = client_factory or default_client_factory()
         self._agents: dict[str, AgentDefinition] = {}
+        self._memory: dict[str, list[MemoryMount]] = {}
 
     @activity.defn(name="managed_agents.register_session")
     async def register_session(self, inp: RegisterSessionInput) -> RegisterSessionResult:
@@ -68,7 +70,8 @@ class ModelActivities:
         length = inp.transcript_len + len(new)
         messages = await asyncio.to_thread(self.store.read_transcript, inp.session_id, length)
         cleared = next_cleared_before(messages, inp.cleared_before, inp.context_window_tokens)
-        request = build_request(agent, messages, max_tokens=inp.max_tokens, cleared_before=cleared)
+        memory = await self._memory_mounts(inp.memory_ref) if inp.memory_ref else []
+        request = build_request(agent, messages, max_tokens=inp.max_tokens, cleared_before=cleared, memory=memory)
         bound.info("model request", model=inp.model, messages=length)
         try:
             async with heartbeating(), self.client_factory(inp.model).messages.stream(**request) as stream:
@@ -112,6 +115,17 @@ class ModelActivities:
                 raise ApplicationError(str(err), type="AgentDefinitionMissing") from err
             agent = self._agents[ref] = AgentDefinition.model_validate(body)
         return agent
+
+    async def _memory_mounts(self, ref: str) -> list[MemoryMount]:
+        # Content-addressed, so a cached entry never goes stale.
+        mounts = self._memory.get(ref)
+        if mounts is None:
+            try:
+                body = await asyncio.to_thread(self.store.get_blob, ref)
+            except KeyError as err:
+                raise ApplicationError(str(err), type="MemoryMountsMissing") from err
+            mounts = self._memory[ref] = [MemoryMount.model_validate(m) for m in body]
+        return mounts
 
     async def _notify_retry(self, session_id: str, attempt: int, failure: ApplicationError) -> None:
         details = failure.details[0] if failure.details else {}

@@ -4,7 +4,8 @@ The same transcript always yields byte-identical requests (across retries, worke
 continue-as-new), so Anthropic's prompt cache keeps hitting:
 
 * breakpoint 1: the last tool definition (tools rarely change);
-* breakpoint 2: the system prompt;
+* breakpoint 2: the system prompt (the agent's, then the memory section when stores are mounted; the
+  breakpoint is on the last system block, so one breakpoint covers both);
 * breakpoint 3: the last block of the last message, which moves forward each step: the next step's
   request starts with exactly this prefix and reads it from the cache.
 
@@ -20,9 +21,11 @@ import copy
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from managed_agents.coordination import coordinator_tools
+from managed_agents.models.activity_io import MemoryMount
 from managed_agents.models.agent import AgentDefinition, CustomTool
 from managed_agents.sandbox.tools import tool_definitions
 
@@ -109,6 +112,7 @@ def build_request(
     *,
     max_tokens: int,
     cleared_before: int,
+    memory: Sequence[MemoryMount] = (),
 ) -> dict[str, Any]:
     request: dict[str, Any] = {"model": agent.model_id, "max_tokens": max_tokens}
     tools = tools_for(agent)
@@ -116,8 +120,12 @@ def build_request(
         tools = copy.deepcopy(tools)
         tools[-1]["cache_control"] = CACHE
         request["tools"] = tools
-    if agent.system:
-        request["system"] = [{"type": "text", "text": agent.system, "cache_control": CACHE}]
+    system: list[dict[str, Any]] = [{"type": "text", "text": agent.system}] if agent.system else []
+    if memory:
+        system.append({"type": "text", "text": memory_section(memory)})
+    if system:
+        system[-1]["cache_control"] = CACHE
+        request["system"] = system
     out = [_cleared(m) if i < cleared_before else m for i, m in enumerate(messages)]
     if out:
         last = copy.deepcopy(out[-1])
@@ -128,6 +136,31 @@ def build_request(
         out[-1] = last
     request["messages"] = out
     return request
+
+
+def memory_section(mounts: Sequence[MemoryMount]) -> str:
+    """The system prompt's note on the mounted memory stores: one entry per mount with its path,
+    access, description and instructions (what Managed Agents renders). Built from the mounts only,
+    so it is byte-stable for the session and the prompt cache keeps hitting."""
+    lines = [
+        "# Memory",
+        "",
+        "Memory stores are mounted as directories under /mnt/memory/. They persist across sessions: "
+        "check them for relevant context before you start, and keep what is worth remembering there. "
+        "Each file is one memory (UTF-8 text, at most 100 kB; a store holds at most 2,000). Files you "
+        "create, edit or delete in a read-write store are saved to the store after each tool call; "
+        "if another session changed the same memory meanwhile, your change is not saved and the tool "
+        "result says so. The file tools accept the /mnt/memory/... paths; in the workspace the same "
+        "files are under memory/<store>/.",
+    ]
+    for mount in mounts:
+        access = "read-write" if mount.access == "read_write" else "read-only: you cannot change these files"
+        lines += ["", f"## {mount.mount_path} ({access})", f"Store: {mount.name}"]
+        if mount.description:
+            lines.append(f"Description: {mount.description}")
+        if mount.instructions:
+            lines.append(f"Instructions: {mount.instructions}")
+    return "\n".join(lines)
 
 
 def _cleared(message: dict[str, Any]) -> dict[str, Any]:

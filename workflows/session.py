@@ -21,6 +21,8 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from managed_agents.models.activity_io import (
+        MEMORY_STORE_UNAVAILABLE,
+        MemoryMountRequest,
         ModelRequestInput,
         ModelRequestResult,
         ModelRetryNotice,
@@ -261,16 +263,40 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             self._s.roster_refs = dict(zip(roster, registered.roster_refs, strict=True))
         if ctx is not None:
             self._s.sandbox_queue = ctx.sandbox_queue  # the coordinator's sandbox and workspace
+            self._s.memory_ref = ctx.memory_ref  # and its memory mounts
             return
-        provisioned = await workflow.execute_activity(
-            PROVISION_ACTIVITY,
-            ProvisionSandboxInput(session_id=self._s.session_id),
-            result_type=ProvisionSandboxResult,
-            task_queue=f"{workflow.info().task_queue}-sandbox",
-            start_to_close_timeout=timedelta(seconds=60),
-            schedule_to_start_timeout=timedelta(seconds=params.options.sandbox_provision_seconds),
-        )
+        memory = [
+            MemoryMountRequest(memory_store_id=r.memory_store_id, access=r.access, instructions=r.instructions)
+            for r in params.resources
+        ]
+        try:
+            provisioned = await workflow.execute_activity(
+                PROVISION_ACTIVITY,
+                ProvisionSandboxInput(session_id=self._s.session_id, memory_stores=memory),
+                result_type=ProvisionSandboxResult,
+                task_queue=f"{workflow.info().task_queue}-sandbox",
+                # Downloading memory stores takes longer than creating a folder.
+                start_to_close_timeout=timedelta(seconds=300 if memory else 60),
+                schedule_to_start_timeout=timedelta(seconds=params.options.sandbox_provision_seconds),
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, ApplicationError) and err.cause.type == MEMORY_STORE_UNAVAILABLE:
+                await self._fail_start(err.cause.message)
+            raise
         self._s.sandbox_queue = provisioned.task_queue
+        self._s.memory_mounts = provisioned.memory_mounts
+        self._s.memory_ref = provisioned.memory_ref
+
+    async def _fail_start(self, message: str) -> None:
+        """The session cannot start (a memory store cannot be mounted): say so in the event log,
+        terminate, and fail the workflow with the same message, as bad input does."""
+        self._emit(
+            "session.error", error={"type": "unknown_error", "message": message, "retry_status": {"type": "terminal"}}
+        )
+        self._set_status("terminated")
+        self._webhook("session.status_terminated", self._emit("session.status_terminated"))
+        await self._flush_signals()
+        raise ApplicationError(message, type=MEMORY_STORE_UNAVAILABLE, non_retryable=True)
 
     def _has_work(self) -> bool:
         s = self._s
@@ -476,6 +502,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             context_window_tokens=opts.context_window_tokens,
             cleared_before=s.cleared_before,
             max_attempts=opts.max_model_attempts,
+            memory_ref=s.memory_ref,
         )
         start = self._emit("span.model_request_start")
         try:
@@ -726,6 +753,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             stop_reason=s.stop_reason,
             final_message=s.final_message,
             outcome_evaluations=[o.resource() for o in s.outcomes] if params else [],
+            resources=s.memory_resources() if params else [],
             event_count=s.next_seq,
             threads=[t.summary() for t in s.threads],
         )

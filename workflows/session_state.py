@@ -9,9 +9,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from managed_agents.models.activity_io import MemoryMount
 from managed_agents.models.events import StopReason
 from managed_agents.models.outcome import OutcomeState
-from managed_agents.models.session import RequestUsage, SessionCreateParams, SessionUsage
+from managed_agents.models.session import MemoryStoreResource, RequestUsage, SessionCreateParams, SessionUsage
 from managed_agents.models.threads import ThreadContext, ThreadRecord
 
 
@@ -77,11 +78,34 @@ class SessionState(BaseModel):
     unreported_usage: RequestUsage = Field(default_factory=RequestUsage)
     unreported_cost_nanos: int = 0
     running_since: datetime | None = None
+    #: The memory stores mounted in the workspace (the provisioning's snapshot of them).
+    memory_mounts: list[MemoryMount] = Field(default_factory=list)
+    #: Store blob of ``memory_mounts`` that the model activity renders into the system prompt
+    #: (threads get their coordinator's).
+    memory_ref: str | None = None
 
     @property
     def active_outcome(self) -> OutcomeState | None:
         last = self.outcomes[-1] if self.outcomes else None
         return last if last is not None and not last.terminal else None
+
+    def memory_resources(self) -> list[dict[str, Any]]:
+        """The session object's ``resources``: each attached store as Managed Agents lists it, with
+        its mount path, name and description once the sandbox has mounted it."""
+        mounted = {m.memory_store_id: m for m in self.memory_mounts}
+        out = []
+        for param in self.params.resources:
+            mount = mounted.get(param.memory_store_id)
+            resource = MemoryStoreResource(
+                memory_store_id=param.memory_store_id,
+                access=param.access,
+                instructions=param.instructions,
+                mount_path=mount.mount_path if mount else None,
+                name=mount.name if mount else None,
+                description=mount.description if mount else None,
+            )
+            out.append(resource.model_dump(mode="json"))
+        return out
 
     @property
     def thread_context(self) -> ThreadContext | None:

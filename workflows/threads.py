@@ -166,6 +166,7 @@ class ThreadsMixin(SessionBase):
             sandbox_queue=s.sandbox_queue or "",
             agent_ref=s.roster_refs.get(record.agent_name),
             report_usage=s.params.budget is not None,
+            memory_ref=s.memory_ref,
         )
         events, record.queued_events = record.queued_events, []
         body = {

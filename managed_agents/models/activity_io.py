@@ -46,6 +46,9 @@ class ModelRequestInput(BaseModel):
     context_window_tokens: int
     cleared_before: int = Field(0, description="Tool results in messages before this index are cleared")
     max_attempts: int = Field(description="Retries signal the session unless this attempt is the last one")
+    memory_ref: str | None = Field(
+        None, description="The session's memory mounts (a store blob): the system prompt gets a memory section"
+    )
 
 
 class ModelRequestResult(BaseModel):
@@ -69,13 +72,42 @@ class ModelRetryNotice(BaseModel):
     retry_in_seconds: float | None = None
 
 
+class MemoryMountRequest(BaseModel):
+    """A memory store to download into the new workspace (from the session's ``resources``)."""
+
+    memory_store_id: str
+    access: Literal["read_write", "read_only"] = "read_write"
+    instructions: str | None = None
+
+
 class ProvisionSandboxInput(BaseModel):
     session_id: str
+    memory_stores: list[MemoryMountRequest] = Field(default_factory=list)
+
+
+class MemoryMount(BaseModel):
+    """A memory store as mounted in a session: name and description snapshotted at attach time."""
+
+    memory_store_id: str
+    name: str
+    description: str
+    mount_path: str = Field(description="Where the agent sees it: /mnt/memory/<slug>")
+    workspace_path: str = Field(description="The same folder, relative to the workspace root: memory/<slug>")
+    access: Literal["read_write", "read_only"]
+    instructions: str | None = None
+
+
+#: ``ApplicationError.type`` of a provisioning that failed because a memory store cannot be mounted.
+MEMORY_STORE_UNAVAILABLE = "MemoryStoreUnavailable"
 
 
 class ProvisionSandboxResult(BaseModel):
     task_queue: str = Field(description="Queue served only by the sandbox worker holding the workspace")
     sandbox_id: str
+    memory_mounts: list[MemoryMount] = Field(default_factory=list)
+    memory_ref: str | None = Field(
+        None, description="Blob (in the session store) of memory_mounts, read by the model activity for the prompt"
+    )
 
 
 class ToolCallInput(BaseModel):

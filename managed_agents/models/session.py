@@ -90,6 +90,44 @@ class SessionWebhook(StrictModel):
     url: str = Field(min_length=1, max_length=2048)
 
 
+#: Managed Agents' limits on memory-store attachments (mechanics §1.5).
+MAX_MEMORY_STORES_PER_SESSION = 8
+MAX_MEMORY_INSTRUCTIONS_CHARS = 4096
+#: Resource types of ``client.beta.sessions.create`` that this engine cannot mount yet.
+UNSUPPORTED_RESOURCE_TYPES = ("github_repository", "file")
+
+
+class MemoryStoreResourceParam(StrictModel):
+    """``resources[]`` entry attaching a memory store (``BetaManagedAgentsMemoryStoreResourceParam``)."""
+
+    type: Literal["memory_store"]
+    memory_store_id: str = Field(
+        min_length=1, max_length=64, pattern=r"^memstore_[A-Za-z0-9_-]+$", description="The memory store ID"
+    )
+    access: Literal["read_write", "read_only"] = Field(
+        default="read_write", description="read_only mounts the store as a read-only filesystem"
+    )
+    instructions: str | None = Field(
+        default=None,
+        max_length=MAX_MEMORY_INSTRUCTIONS_CHARS,
+        description="Per-attachment guidance for the agent, rendered into the memory section of the system prompt",
+    )
+
+
+class MemoryStoreResource(BaseModel):
+    """A memory store attached to the session, as the session object lists it
+    (``BetaManagedAgentsMemoryStoreResource``); ``mount_path``, ``name`` and ``description`` are
+    filled in once the sandbox has mounted the store."""
+
+    type: Literal["memory_store"] = "memory_store"
+    memory_store_id: str
+    access: Literal["read_write", "read_only"] = "read_write"
+    instructions: str | None = None
+    mount_path: str | None = None
+    name: str | None = None
+    description: str | None = None
+
+
 class SessionCreateParams(StrictModel):
     agent: AgentDefinition
     environment_id: str = "env_local"
@@ -101,7 +139,11 @@ class SessionCreateParams(StrictModel):
     budget: BudgetLimit | None = None
     initial_events: list[InitialEvent] = Field(default_factory=list, max_length=50)
     metadata: dict[str, str] = Field(default_factory=dict)
-    resources: list[dict[str, Any]] = Field(default_factory=list)
+    resources: list[MemoryStoreResourceParam] = Field(
+        default_factory=list,
+        description=f"Memory stores to mount under /mnt/memory (at most {MAX_MEMORY_STORES_PER_SESSION}); "
+        "other resource types are not supported yet",
+    )
     title: str | None = None
     vault_ids: list[str] = Field(default_factory=list)
     options: SessionOptions = Field(default_factory=SessionOptions)
@@ -122,6 +164,37 @@ class SessionCreateParams(StrictModel):
             )
         return agent
 
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _memory_stores_only(cls, resources: Any) -> Any:
+        # Say plainly which entry is not supported, instead of a union-tag error.
+        if isinstance(resources, list):
+            for i, resource in enumerate(resources):
+                kind = resource.get("type") if isinstance(resource, dict) else None
+                if kind in UNSUPPORTED_RESOURCE_TYPES:
+                    raise ValueError(
+                        f"resources[{i}]: {kind} resources are not supported by this engine yet "
+                        "(only memory_store resources can be attached)"
+                    )
+                if isinstance(resource, dict) and kind != "memory_store":
+                    raise ValueError(f"resources[{i}].type must be 'memory_store' (got {kind!r})")
+        return resources
+
+    @field_validator("resources")
+    @classmethod
+    def _memory_store_limits(cls, resources: list[MemoryStoreResourceParam]) -> list[MemoryStoreResourceParam]:
+        if len(resources) > MAX_MEMORY_STORES_PER_SESSION:
+            raise ValueError(
+                f"at most {MAX_MEMORY_STORES_PER_SESSION} memory stores can be attached to a session "
+                f"(got {len(resources)})"
+            )
+        seen: set[str] = set()
+        for i, resource in enumerate(resources):
+            if resource.memory_store_id in seen:
+                raise ValueError(f"resources[{i}]: memory store {resource.memory_store_id} is attached twice")
+            seen.add(resource.memory_store_id)
+        return resources
+
     @field_validator("metadata")
     @classmethod
     def _metadata_limits(cls, metadata: dict[str, str]) -> dict[str, str]:
@@ -136,8 +209,6 @@ class SessionCreateParams(StrictModel):
 
     @model_validator(mode="after")
     def _supported(self) -> SessionCreateParams:
-        if self.resources:
-            raise ValueError("resources are not supported by this engine yet")
         if self.vault_ids:
             raise ValueError("vault_ids are not supported by this engine yet")
         if sum(e.type == "user.define_outcome" for e in self.initial_events) > 1:

@@ -28,6 +28,7 @@ class ThreadContext(BaseModel):
     sandbox_queue: str
     agent_ref: str | None = Field(None, description="The roster agent, already in the store")
     report_usage: bool = Field(False, description="Report each request's usage (the session has a budget)")
+    memory_ref: str | None = Field(None, description="The coordinator's memory mounts (a store blob), for the prompt")
 
 
 class ThreadAction(BaseModel):

@@ -15,6 +15,8 @@ What the command sees
   etc. simply do not exist inside. Any other ``runtime_root`` is a root filesystem directory (an
   unpacked image) whose top-level entries are all bound read-only.
 * ``/workspace``: the session workspace, read-write; it is the cwd, ``HOME`` and ``PWD``.
+* ``/mnt/memory/<slug>``: the session's memory stores (``workspace_binds``: folders of the
+  workspace, bound again there; a read-only store is read-only at both places).
 * ``/tmp`` and ``/dev/shm``: private tmpfs of ``tmp_size_bytes`` each that vanish with the command.
   Everything else (``/`` itself, ``/dev``, the runtime view) is read-only.
 * ``/dev``: a fresh minimal read-only /dev (null, zero, full, random, urandom, tty, pts);
@@ -89,6 +91,7 @@ __all__ = [
     "BashRun",
     "NetworkConfig",
     "SandboxPolicy",
+    "WorkspaceBind",
     "bash_argv",
     "bash_mode",
     "format_bytes",
@@ -156,7 +159,8 @@ HOST_ETC_ALLOWLIST: tuple[str, ...] = (
 gshadow, sudoers, ssh/ (host keys), pip.conf and npmrc (index tokens), environment, machine-id."""
 
 # Top-level names of a custom runtime_root that are never bound (the sandbox provides its own).
-_ROOTFS_SKIP = frozenset({"proc", "dev", "sys", "tmp", "run", "workspace", "lost+found"})
+# /mnt is where memory stores are mounted: bwrap must be able to create /mnt/memory/<slug> there.
+_ROOTFS_SKIP = frozenset({"proc", "dev", "sys", "tmp", "run", "workspace", "mnt", "lost+found"})
 _RESERVED_MOUNTS = ("/proc", "/dev", SANDBOX_WORKSPACE)
 _BWRAP_SEARCH_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 _PROBE_TIMEOUT_S = 20.0
@@ -232,6 +236,27 @@ Mount = tuple[Path, Path]
 """(host_path, sandbox_path)."""
 
 
+class WorkspaceBind(BaseModel):
+    """A folder of the workspace that bash also sees elsewhere (a memory store at /mnt/memory/<slug>).
+
+    ``read_only`` makes both views read-only: the folder is bound read-only over its own place under
+    /workspace too, so the workspace path is no way around it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str = Field(description="Path relative to the workspace root, e.g. memory/notes")
+    target: Path = Field(description="Absolute path inside the sandbox, e.g. /mnt/memory/notes")
+    read_only: bool = False
+
+    @field_validator("source")
+    @classmethod
+    def _relative(cls, source: str) -> str:
+        if not source or source.startswith("/") or posixpath.normpath(source) != source or ".." in source.split("/"):
+            raise ValueError(f"source of a workspace bind must be a normalised relative path: {source!r}")
+        return source
+
+
 class SandboxPolicy(BaseModel):
     """How ``bash`` is isolated and limited on a sandbox worker (see the module docstring)."""
 
@@ -253,6 +278,7 @@ class SandboxPolicy(BaseModel):
     """Size of each of the private /tmp and /dev/shm tmpfs (they are memory)."""
     readonly_mounts: tuple[Mount, ...] = ()
     writable_mounts: tuple[Mount, ...] = ()
+    workspace_binds: tuple[WorkspaceBind, ...] = ()
     cgroup_parent: Path | None = None
     """A delegated cgroup v2 directory for the per-command cgroups (``pids``, and ``memory`` when
     available, enabled in its ``cgroup.subtree_control``). None: auto-detect (see module doc)."""
@@ -280,9 +306,16 @@ class SandboxPolicy(BaseModel):
                     raise ValueError(f"sandbox path {inside} is reserved ({reserved} is provided by the sandbox)")
         return mounts
 
+    @field_validator("workspace_binds")
+    @classmethod
+    def _check_binds(cls, binds: tuple[WorkspaceBind, ...]) -> tuple[WorkspaceBind, ...]:
+        cls._check_mounts(tuple((Path("/"), b.target) for b in binds))
+        return binds
+
     @model_validator(mode="after")
     def _distinct_mounts(self) -> SandboxPolicy:
         targets = [str(inside) for _, inside in (*self.readonly_mounts, *self.writable_mounts)]
+        targets += [str(b.target) for b in self.workspace_binds]
         dupes = sorted({t for t in targets if targets.count(t) > 1})
         if dupes:
             raise ValueError(f"several mounts target {', '.join(dupes)}")
@@ -470,6 +503,11 @@ def bash_argv(
     for host, inside in policy.writable_mounts:
         argv += ["--bind", str(host), str(inside)]
     argv += ["--bind", os.path.abspath(workspace), SANDBOX_WORKSPACE, "--chdir", SANDBOX_WORKSPACE]
+    for bind in policy.workspace_binds:
+        folder = _workspace_folder(workspace, bind.source)
+        argv += ["--ro-bind" if bind.read_only else "--bind", folder, str(bind.target)]
+        if bind.read_only:
+            argv += ["--ro-bind", folder, f"{SANDBOX_WORKSPACE}/{bind.source}"]
     # The sandbox's / and /dev are unbounded tmpfs (memory) of bwrap's: make them read-only.
     argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
     argv += ["--clearenv"]
@@ -478,6 +516,17 @@ def bash_argv(
         argv += ["--setenv", key, value]
     argv += ["--", "bash", "-c", _rlimit_prologue(policy, fsize), "bash", command]
     return argv
+
+
+def _workspace_folder(workspace: Path, source: str) -> str:
+    """The real path of a workspace folder to bind, refusing anything that is not a directory
+    inside the workspace: the agent controls the workspace and could have replaced the folder with
+    a symlink to a host directory, which bwrap would follow (on the host) when binding it."""
+    root = os.path.realpath(workspace)
+    host = os.path.realpath(os.path.join(root, source))
+    if host != os.path.join(root, source) or not os.path.isdir(host) or os.path.islink(host):
+        raise OSError(errno.EINVAL, f"{source} is not a folder of the workspace (was it replaced?)")
+    return host
 
 
 # --------------------------------------------------------------------------------------------

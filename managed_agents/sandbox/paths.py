@@ -4,6 +4,9 @@ Every path a model hands to a file tool is resolved *inside* the session workspa
 
 * relative paths are relative to the workspace root; ``~`` and ``~/...`` mean the workspace root
   (the tools' bash runs with ``HOME=<workspace>``, so this keeps both views consistent);
+* ``/workspace/...`` is the workspace (where bash sees it) and ``/mnt/memory/...`` is its
+  ``memory/`` folder, where the session's memory stores are downloaded (bash sees each store at
+  ``/mnt/memory/<slug>`` too), so the paths in the system prompt work in every tool;
 * an absolute path is accepted only when it resolves inside the workspace;
 * symlinks are resolved at every component (including the last one, and including dangling
   links) with :func:`os.path.realpath`, so ``..`` climbing out, absolute paths elsewhere and
@@ -34,6 +37,10 @@ __all__ = [
 
 #: Where bash sees the workspace inside its bubblewrap sandbox.
 SANDBOX_WORKSPACE = "/workspace"
+#: Where the agent sees its memory stores (one directory per store), as in Managed Agents.
+SANDBOX_MEMORY = "/mnt/memory"
+#: The workspace folder holding the memory stores' directories (``memory/<slug>``).
+WORKSPACE_MEMORY_DIR = "memory"
 
 
 class PathEscapeError(ValueError):
@@ -92,6 +99,9 @@ def resolve_in_workspace(root: str, given: str, *, field: str) -> str:
     elif given == SANDBOX_WORKSPACE or given.startswith(SANDBOX_WORKSPACE + "/"):
         # Inside the bash sandbox the workspace is mounted at /workspace: accept the same paths here.
         expanded = root + given[len(SANDBOX_WORKSPACE) :]
+    elif given == SANDBOX_MEMORY or given.startswith(SANDBOX_MEMORY + "/"):
+        # The memory mounts are folders of the workspace: /mnt/memory/<slug>/x = memory/<slug>/x.
+        expanded = root + "/" + WORKSPACE_MEMORY_DIR + given[len(SANDBOX_MEMORY) :]
     real = os.path.realpath(os.path.join(root, expanded))
     if not is_within(root, real):
         raise PathEscapeError(given)
