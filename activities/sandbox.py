@@ -21,6 +21,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from managed_agents.config import sandbox_private_queue
 from managed_agents.logging import get_logger
 from managed_agents.memory import MemoryService
@@ -243,7 +244,9 @@ class SandboxActivities:
         sync = self.memory_sync
         root = Path(workspace_root(workspace))
         lock = self._memory_locks.setdefault(workspace_id, asyncio.Lock())
-        async with lock:
+        # Heartbeat while waiting and syncing: a large store takes a while, and a heartbeat timeout
+        # would retry the whole tool call.
+        async with heartbeating(), lock:
             # Re-read under the lock: another call of this workspace may have synced meanwhile.
             current = await asyncio.to_thread(sync.load, workspace_id) or manifest
             before = current.model_dump_json()

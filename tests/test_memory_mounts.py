@@ -438,3 +438,24 @@ def test_sha_of_synced_content_matches_the_store(svc: MemoryService, tmp_path: P
     assert mounted.push() == []
     saved = svc.retrieve_memory(store.id, "/ü.md")
     assert saved.content_sha256 == content_sha256("héllo\n") == mounted.manifest.mounts[0].files["/ü.md"]
+
+
+def test_bash_binds_only_real_workspace_folders(tmp_path: Path) -> None:
+    from managed_agents.sandbox.isolation import SandboxPolicy, WorkspaceBind, bash_argv
+
+    ws = tmp_path / "ws"
+    (ws / "memory" / "notes").mkdir(parents=True)
+    bind = WorkspaceBind(source="memory/notes", target=Path("/mnt/memory/notes"), read_only=True)
+    argv = bash_argv(SandboxPolicy(workspace_binds=(bind,)), ws, "true")
+    folder = str(ws / "memory" / "notes")
+    assert ["--ro-bind", folder, "/mnt/memory/notes"] == argv[argv.index(folder) - 1 : argv.index(folder) + 2]
+    assert "/workspace/memory/notes" in argv  # read-only at its workspace path too
+    # The agent swapped the folder for a link to a host directory: never bound.
+    shutil.rmtree(ws / "memory" / "notes")
+    (ws / "memory" / "notes").symlink_to("/etc")
+    with pytest.raises(OSError, match="not a folder of the workspace"):
+        bash_argv(SandboxPolicy(workspace_binds=(bind,)), ws, "true")
+    with pytest.raises(ValueError, match="reserved"):
+        SandboxPolicy(workspace_binds=(WorkspaceBind(source="memory/x", target=Path("/workspace/x")),))
+    with pytest.raises(ValueError, match="normalised relative"):
+        WorkspaceBind(source="../x", target=Path("/mnt/memory/x"))
