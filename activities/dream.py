@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio import activity
 
-from activities.forced_tool import ForcedToolAnswer, call_forced_tool
+from activities.forced_tool import ForcedToolAnswer, call_forced_tool, validation_problems
 from activities.heartbeat import heartbeating
 from activities.model import ModelClientFactory, default_client_factory
 from managed_agents.dreams import pipeline
@@ -307,9 +307,7 @@ def _validate(model: type[Any], check: Any = None) -> Any:
         try:
             value = model.model_validate(raw)
         except ValidationError as err:
-            return None, "invalid input: " + "; ".join(
-                f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors()[:5]
-            )
+            return None, "invalid input: " + validation_problems(err)
         problems = check(value) if check else []
         return (None, "; ".join(problems[:5])) if problems else (value, None)
 

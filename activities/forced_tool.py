@@ -13,11 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import anthropic
+from pydantic import ValidationError
 
 from activities.heartbeat import heartbeating
 from managed_agents.retry import classify_model_error
 
 T = TypeVar("T")
+
+
+def validation_problems(err: ValidationError, limit: int = 5) -> str:
+    """A pydantic error as one line the model can act on: ``field.path: message; ...``."""
+    return "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors()[:limit])
 
 
 @dataclass

@@ -17,10 +17,10 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio import activity
 
-from activities.heartbeat import heartbeating
+from activities.forced_tool import call_forced_tool, validation_problems
 from activities.model import ModelClientFactory, default_client_factory
 from activities.sandbox import SandboxActivities
-from managed_agents.grader import GRADE_TOOL, GRADE_TOOL_DEFINITION, GRADER_SYSTEM, grader_prompt
+from managed_agents.grader import GRADE_TOOL_DEFINITION, GRADER_SYSTEM, grader_prompt
 from managed_agents.logging import get_logger
 from managed_agents.models.outcome import (
     CollectDeliverablesInput,
@@ -34,7 +34,6 @@ from managed_agents.models.outcome import (
 )
 from managed_agents.models.session import RequestUsage
 from managed_agents.pricing import cost_nanos
-from managed_agents.retry import classify_model_error
 from managed_agents.sandbox.paths import resolve_in_workspace, workspace_root
 from managed_agents.store import SessionStore
 
@@ -146,71 +145,24 @@ class GraderActivities:
         prompt = grader_prompt(
             inp.description, inp.rubric, inp.final_message, [(p, b) for p, b in bodies], inp.deliverables.omitted
         )
-        messages: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
-        usage = RequestUsage()
-        corrections: list[str] = []
-        client = self.client_factory(inp.model)
-        for _answer in range(MAX_GRADER_ANSWERS):
-            try:
-                async with heartbeating():
-                    request: dict[str, Any] = {
-                        "model": inp.model,
-                        "max_tokens": inp.max_tokens,
-                        "system": GRADER_SYSTEM,
-                        "tools": [GRADE_TOOL_DEFINITION],
-                        "tool_choice": {"type": "tool", "name": GRADE_TOOL},
-                        "messages": messages,
-                    }
-                    response = await client.messages.create(**request)
-            except Exception as err:
-                failure = classify_model_error(err)
-                bound.warning("grader request failed", error=str(failure), error_type=failure.type)
-                if failure.non_retryable:
-                    return self._result(None, f"grader request failed: {failure.message}", corrections, usage, inp)
-                raise failure from err
-            _add_usage(usage, response.usage)
-            content = [b.model_dump(mode="json", exclude_none=True) for b in response.content]
-            call = next((b for b in content if b.get("type") == "tool_use" and b.get("name") == GRADE_TOOL), None)
-            problem: str
-            if call is None:
-                problem = f"no {GRADE_TOOL} tool call in the answer"
-            else:
-                try:
-                    verdict = GraderVerdict.model_validate(call["input"])
-                except ValidationError as err:
-                    problem = "invalid grade: " + "; ".join(
-                        f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors()[:5]
-                    )
-                else:
-                    contradiction = verdict.contradiction()
-                    if contradiction is None:
-                        bound.info("graded", verdict=verdict.verdict, score=verdict.score)
-                        return self._result(verdict, None, corrections, usage, inp)
-                    problem = f"contradictory grade: {contradiction}"
-            corrections.append(problem)
-            bound.warning("grader answer rejected", problem=problem)
-            messages.append({"role": "assistant", "content": content})
-            if call is not None:
-                messages.append(
-                    {
-                        "role": "user",
-                        "content": [
-                            {
-                                "type": "tool_result",
-                                "tool_use_id": call["id"],
-                                "is_error": True,
-                                "content": [{"type": "text", "text": f"Rejected: {problem}. Call {GRADE_TOOL} again."}],
-                            }
-                        ],
-                    }
-                )
-            else:
-                messages.append(
-                    {"role": "user", "content": [{"type": "text", "text": f"Rejected: {problem}. Call {GRADE_TOOL}."}]}
-                )
-        return self._result(
-            None, f"the grader gave no valid verdict in {MAX_GRADER_ANSWERS} answers", corrections, usage, inp
+        answer = await call_forced_tool(
+            self.client_factory(inp.model),
+            model=inp.model,
+            max_tokens=inp.max_tokens,
+            system=GRADER_SYSTEM,
+            tool=GRADE_TOOL_DEFINITION,
+            prompt=prompt,
+            validate=_valid_verdict,
+            max_answers=MAX_GRADER_ANSWERS,
         )
+        usage = RequestUsage.model_validate(answer.usage)
+        if answer.corrections:
+            bound.warning("grader answers rejected", problems=answer.corrections)
+        if answer.value is None:
+            bound.warning("grader gave no verdict", error=answer.error)
+            return self._result(None, f"grader: {answer.error}", answer.corrections, usage, inp)
+        bound.info("graded", verdict=answer.value.verdict, score=answer.value.score)
+        return self._result(answer.value, None, answer.corrections, usage, inp)
 
     @staticmethod
     def _result(
@@ -228,8 +180,13 @@ class GraderActivities:
         )
 
 
-def _add_usage(total: RequestUsage, usage: Any) -> None:
-    total.input_tokens += usage.input_tokens or 0
-    total.output_tokens += usage.output_tokens or 0
-    total.cache_read_input_tokens += usage.cache_read_input_tokens or 0
-    total.cache_creation_input_tokens += usage.cache_creation_input_tokens or 0
+def _valid_verdict(raw: dict[str, Any]) -> tuple[GraderVerdict | None, str | None]:
+    """A ``submit_grade`` input that parses and does not contradict itself."""
+    try:
+        verdict = GraderVerdict.model_validate(raw)
+    except ValidationError as err:
+        return None, "invalid grade: " + validation_problems(err)
+    contradiction = verdict.contradiction()
+    if contradiction is not None:
+        return None, f"contradictory grade: {contradiction}"
+    return verdict, None
