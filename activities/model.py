@@ -61,14 +61,12 @@ class ModelActivities:
             session_id=inp.session_id, turn=inp.turn, step=inp.step, activity="model_request", attempt=info.attempt
         )
         agent = await self._agent(inp.agent_ref)
-        new = [
-            await asyncio.to_thread(self.store.resolve_refs, inp.session_id, m.model_dump()) for m in inp.new_messages
-        ]
-        await asyncio.to_thread(
-            self.store.write_messages, inp.session_id, inp.transcript_len, new, step=inp.step, attempt=info.attempt
-        )
-        length = inp.transcript_len + len(new)
-        messages = await asyncio.to_thread(self.store.read_transcript, inp.session_id, length)
+        new = [m.model_dump() for m in inp.new_messages]
+        # Usually the transcript this worker left after the previous step: no store round trip.
+        messages = self.store.transcript_in_memory(inp.session_id, inp.transcript_len, new, inp.transcript_version)
+        if messages is None:
+            messages = await asyncio.to_thread(self.store.read_for_request, inp.session_id, inp.transcript_len, new)
+        length = len(messages)
         cleared = next_cleared_before(messages, inp.cleared_before, inp.context_window_tokens)
         memory = await self._memory_mounts(inp.memory_ref) if inp.memory_ref else []
         request = build_request(agent, messages, max_tokens=inp.max_tokens, cleared_before=cleared, memory=memory)
@@ -85,11 +83,12 @@ class ModelActivities:
                 await self._notify_retry(inp.session_id, info.attempt, failure)
             raise failure from err
         content: list[dict[str, Any]] = [block.model_dump(mode="json", exclude_none=True) for block in message.content]
-        await asyncio.to_thread(
-            self.store.write_messages,
+        version = await asyncio.to_thread(
+            self.store.commit_request,
             inp.session_id,
-            length,
-            [{"role": "assistant", "content": content}],
+            messages,
+            len(new),
+            {"role": "assistant", "content": content},
             step=inp.step,
             attempt=info.attempt,
         )
@@ -103,6 +102,7 @@ class ModelActivities:
             usage=usage,
             cost_nanos=cost_nanos(inp.model, usage),
             transcript_len=length + 1,
+            transcript_version=version,
             cleared_before=cleared,
         )
 

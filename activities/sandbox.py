@@ -141,7 +141,9 @@ class SandboxActivities:
         )
         workspace_id = inp.workspace_id or inp.session_id
         workspace = self.workspace(workspace_id)
-        manifest = await asyncio.to_thread(self._memory_manifest, workspace_id)
+        manifest = None
+        if self.memory_sync.manifest_path(workspace_id).exists():  # one stat: no thread hop for most sessions
+            manifest = await asyncio.to_thread(self.memory_sync.load, workspace_id)
         memory_notes: list[str] = []
         refusal = self._read_only_refusal(workspace, tool, inp.input, manifest) if manifest else None
         if refusal is not None:
@@ -205,15 +207,10 @@ class SandboxActivities:
             self.store.put_tool_result, inp.session_id, inp.tool_use_id, result.content, result.is_error, info.attempt
         )
         bound.info("tool finished", is_error=result.is_error, memory_notes=len(memory_notes) or None)
+        result.attempt = info.attempt
         return result
 
     # --- memory mounts ----------------------------------------------------------------------------
-
-    def _memory_manifest(self, workspace_id: str) -> MemoryManifest | None:
-        # A session without memory stores has no manifest: one stat, nothing else.
-        if not self.memory_sync.manifest_path(workspace_id).exists():
-            return None
-        return self.memory_sync.load(workspace_id)
 
     def _read_only_refusal(
         self, workspace: Path, tool: str, tool_input: dict[str, Any], manifest: MemoryManifest

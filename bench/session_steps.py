@@ -699,6 +699,7 @@ class Bench:
         if run_id is None:
             run_id = min(listed, key=lambda w: w.start_time).run_id
         runs: list[dict[str, Any]] = []
+        phases = StepPhases()
         cumulative_before: list[int] = []  # bytes before the (k+1)-th model request was scheduled
         total = 0
         # Walk the chain of runs forward from the first one (continue-as-new).
@@ -707,6 +708,7 @@ class Bench:
             history = await self.client.get_workflow_handle(result.workflow_id, run_id=run_id).fetch_history()
             run_bytes = 0
             next_run: str | None = None
+            phases.add_run(history.events, model_activity)
             for event in history.events:
                 if event.HasField("activity_task_scheduled_event_attributes"):
                     if event.activity_task_scheduled_event_attributes.activity_type.name == model_activity:
@@ -733,7 +735,87 @@ class Bench:
             "bytes_per_step_at": per_step,
             # steps done when each later run started (continue-as-new points)
             "continue_as_new_at_step": [r["first_step"] for r in runs[1:]],
+            "phases_ms": phases.means_ms(),
         }
+
+
+class StepPhases:
+    """Where a step's time goes, read from the history's event times (mean ms per step).
+
+    A step is: the model activity waiting for a worker (``model_wait``) and running (``model_run``);
+    the brain turning its result into the tool call (``brain_after_model``: the workflow task's
+    dispatch and run, from the model activity's completion to the tool's scheduling); the tool
+    activity waiting (``tool_wait``) and running (``tool_run``); the brain again up to the next
+    model activity (``brain_after_tool``). Workflow tasks are also split into their dispatch
+    (``wft_wait``) and their run on the worker (``wft_run``), summed per step.
+    """
+
+    KEYS = ("model_wait", "model_run", "brain_after_model", "tool_wait", "tool_run", "brain_after_tool")
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {k: 0.0 for k in (*self.KEYS, "wft_wait", "wft_run")}
+        self.steps = 0
+        # Whole-session figures (ms, not per step): from the workflow's start to its first model
+        # activity, and from its last model activity's completion to the workflow's completion.
+        self.session_start: float | None = None
+        self.session_end: float | None = None
+        self._started_at: float | None = None
+
+    def add_run(self, events: Any, model_activity: str) -> None:
+        def at(event: Any) -> float:
+            return float(event.event_time.ToMicroseconds()) / 1000.0
+
+        scheduled: dict[int, tuple[str, float]] = {}
+        started: dict[int, float] = {}
+        wft_scheduled = wft_started = None
+        last_done: tuple[str, float] | None = None  # the previous activity's kind and completion time
+        last_model_done: float | None = None
+        for event in events:
+            t = at(event)
+            if event.HasField("workflow_execution_started_event_attributes") and self._started_at is None:
+                self._started_at = t
+            elif event.HasField("workflow_execution_completed_event_attributes") and last_model_done is not None:
+                self.session_end = t - last_model_done
+            if event.HasField("workflow_task_scheduled_event_attributes"):
+                wft_scheduled = t
+            elif event.HasField("workflow_task_started_event_attributes") and wft_scheduled is not None:
+                wft_started = t
+                self.sums["wft_wait"] += t - wft_scheduled
+            elif event.HasField("workflow_task_completed_event_attributes") and wft_started is not None:
+                self.sums["wft_run"] += t - wft_started
+            elif event.HasField("activity_task_scheduled_event_attributes"):
+                name = event.activity_task_scheduled_event_attributes.activity_type.name
+                kind = "model" if name == model_activity else "tool" if ".tool." in name else "other"
+                scheduled[event.event_id] = (kind, t)
+                if kind == "model" and self.session_start is None and self._started_at is not None:
+                    self.session_start = t - self._started_at
+                if last_done is not None and kind in ("model", "tool"):
+                    prev_kind, done_at = last_done
+                    if (prev_kind, kind) in (("model", "tool"), ("tool", "model")):
+                        self.sums[f"brain_after_{prev_kind}"] += t - done_at
+                last_done = None
+            elif event.HasField("activity_task_started_event_attributes"):
+                started[event.activity_task_started_event_attributes.scheduled_event_id] = t
+            elif event.HasField("activity_task_completed_event_attributes"):
+                sid = event.activity_task_completed_event_attributes.scheduled_event_id
+                kind, sched_at = scheduled.get(sid, ("other", t))
+                if kind in ("model", "tool") and sid in started:
+                    self.sums[f"{kind}_wait"] += started[sid] - sched_at
+                    self.sums[f"{kind}_run"] += t - started[sid]
+                    if kind == "tool":
+                        self.steps += 1
+                if kind == "model":
+                    last_model_done = t
+                last_done = (kind, t)
+
+    def means_ms(self) -> dict[str, float]:
+        if not self.steps:
+            return {}
+        out = {k: round(v / self.steps, 2) for k, v in self.sums.items()}
+        for key, value in (("session_start", self.session_start), ("session_end", self.session_end)):
+            if value is not None:
+                out[key] = round(value, 2)
+        return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -782,6 +864,27 @@ def fmt_bytes(value: float | None) -> str:
 
 def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
+
+
+def phase_table(hist: dict[str, dict[int, dict[str, Any]]], step_list: list[int]) -> Any:
+    """Mean ms per step in each phase (see ``StepPhases``), floor vs engine, from their histories."""
+    from rich.table import Table
+
+    table = Table(title="Where a step's time goes (mean ms per step, from history event times)")
+    table.add_column("phase")
+    for steps in step_list:
+        table.add_column(f"floor @{steps}", justify="right")
+        table.add_column(f"engine @{steps}", justify="right")
+        table.add_column("diff", justify="right")
+    for key in (*StepPhases.KEYS, "wft_wait", "wft_run", "session_start", "session_end"):
+        row = [key if key in StepPhases.KEYS or key.startswith("wft") else f"{key} (ms, once)"]
+        for steps in step_list:
+            f = ((hist["floor"].get(steps) or {}).get("phases_ms") or {}).get(key)
+            e = ((hist["engine"].get(steps) or {}).get("phases_ms") or {}).get(key)
+            row += ["-" if f is None else f"{f:.1f}", "-" if e is None else f"{e:.1f}"]
+            row.append("-" if f is None or e is None else f"{e - f:+.1f}")
+        table.add_row(*row)
+    return table
 
 
 async def amain(args: argparse.Namespace) -> int:
@@ -958,6 +1061,7 @@ async def amain(args: argparse.Namespace) -> int:
                 "history": long_hist,
             }
         console.print(table)
+        console.print(phase_table(hist, args.step_list))
 
         # --- targets ---
         targets: list[tuple[str, bool, str]] = []

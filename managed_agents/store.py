@@ -17,6 +17,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,6 +66,10 @@ blobs = sa.Table(
 )
 
 
+#: tool results held in memory for the model request that follows them (one per parallel tool call)
+HELD_TOOL_RESULTS = 1_000
+
+
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -81,6 +86,12 @@ class MissingToolResultError(RuntimeError):
     """A tool result the workflow references was never stored (the sandbox cannot reach this store?)."""
 
 
+@dataclass
+class _KnownTranscript:
+    version: str
+    messages: list[dict[str, Any]]
+
+
 class SessionStore:
     """Synchronous store; activities call it through ``asyncio.to_thread``."""
 
@@ -93,6 +104,13 @@ class SessionStore:
         # Parsed message bodies by content hash: a step re-reads only what it has not seen.
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._cache_entries = cache_entries
+        # Whole transcripts as this process last extended them, by session, with the version (the
+        # model request's step and attempt) that wrote their end: a step whose transcript is that
+        # version reads nothing from the database (see ``append_and_read``).
+        self._transcripts: OrderedDict[str, _KnownTranscript] = OrderedDict()
+        # Tool results this process stored, by (session, tool_use_id, attempt), until the next
+        # model request takes them (see ``transcript_in_memory``).
+        self._held_results: OrderedDict[tuple[str, str, int | None], dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -149,16 +167,21 @@ class SessionStore:
             conn.execute(
                 self._upsert(tool_results, row, ["session_id", "tool_use_id"], lambda t, new: new.attempt >= t.attempt)
             )
+        block = {"type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error}
+        with self._lock:
+            # The next model request of this session reads it from here, if it runs in this process.
+            self._held_results[(session_id, tool_use_id, attempt)] = block
+            while len(self._held_results) > HELD_TOOL_RESULTS:
+                self._held_results.popitem(last=False)
 
-    def _tool_results(self, session_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    def _tool_results(self, conn: sa.Connection, session_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         if not ids:
             return {}
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(tool_results.c.tool_use_id, tool_results.c.content, tool_results.c.is_error).where(
-                    tool_results.c.session_id == session_id, tool_results.c.tool_use_id.in_(ids)
-                )
-            ).all()
+        rows = conn.execute(
+            sa.select(tool_results.c.tool_use_id, tool_results.c.content, tool_results.c.is_error).where(
+                tool_results.c.session_id == session_id, tool_results.c.tool_use_id.in_(ids)
+            )
+        ).all()
         return {
             r.tool_use_id: {
                 "type": "tool_result",
@@ -173,10 +196,14 @@ class SessionStore:
 
     def resolve_refs(self, session_id: str, message: dict[str, Any]) -> dict[str, Any]:
         """Replace ``tool_result_ref`` blocks with the stored tool results."""
+        with self.engine.connect() as conn:
+            return self._resolve_refs(conn, session_id, message)
+
+    def _resolve_refs(self, conn: sa.Connection, session_id: str, message: dict[str, Any]) -> dict[str, Any]:
         ref_ids = [b["tool_use_id"] for b in message["content"] if b.get("type") == "tool_result_ref"]
         if not ref_ids:
             return message
-        found = self._tool_results(session_id, ref_ids)
+        found = self._tool_results(conn, session_id, ref_ids)
         missing = [i for i in ref_ids if i not in found]
         if missing:
             raise MissingToolResultError(
@@ -192,25 +219,101 @@ class SessionStore:
         if not messages:
             return
         with self.engine.begin() as conn:
-            for offset, message in enumerate(messages):
-                body = canonical_json(message["content"])
-                row = {
-                    "session_id": session_id,
-                    "idx": start + offset,
-                    "role": message["role"],
-                    "content": body,
-                    "sha": sha256(message["role"] + body),
-                    "step": step,
-                    "attempt": attempt,
-                }
-                conn.execute(
-                    self._upsert(
-                        transcript_messages,
-                        row,
-                        ["session_id", "idx"],
-                        lambda t, new: sa.or_(new.step > t.step, sa.and_(new.step == t.step, new.attempt >= t.attempt)),
-                    )
+            self._write_messages(conn, session_id, start, messages, step=step, attempt=attempt)
+
+    def _write_messages(
+        self,
+        conn: sa.Connection,
+        session_id: str,
+        start: int,
+        messages: list[dict[str, Any]],
+        *,
+        step: int,
+        attempt: int,
+    ) -> None:
+        for offset, message in enumerate(messages):
+            body = canonical_json(message["content"])
+            row = {
+                "session_id": session_id,
+                "idx": start + offset,
+                "role": message["role"],
+                "content": body,
+                "sha": sha256(message["role"] + body),
+                "step": step,
+                "attempt": attempt,
+            }
+            conn.execute(
+                self._upsert(
+                    transcript_messages,
+                    row,
+                    ["session_id", "idx"],
+                    lambda t, new: sa.or_(new.step > t.step, sa.and_(new.step == t.step, new.attempt >= t.attempt)),
                 )
+            )
+
+    # A model request's transcript: ``transcript_in_memory`` (or ``read_for_request``) before the
+    # call, ``commit_request`` after it. Nothing is written before the call: a request that fails
+    # leaves the log as it was, and its retry sends the same new messages again.
+
+    def transcript_in_memory(
+        self, session_id: str, start: int, new_messages: list[dict[str, Any]], version: str | None
+    ) -> list[dict[str, Any]] | None:
+        """The transcript ``[0, start)`` plus ``new_messages`` (tool results resolved), from what this
+        process holds, or None when the database must be read (``read_for_request``).
+
+        ``version`` names the request that wrote the end of ``[0, start)``, as the workflow got it
+        from that request's result. If this process wrote it, it still holds exactly that
+        transcript: the log's writes are fenced, so what a request the workflow accepted wrote is
+        never overwritten. Tool results are held by the attempt that wrote them, which the workflow's
+        references name. Nothing here touches the database.
+        """
+        with self._lock:
+            known = self._transcripts.get(session_id)
+            if version is None or known is None or known.version != version or len(known.messages) != start:
+                return None
+            resolved = []
+            for message in new_messages:
+                blocks = []
+                for block in message["content"]:
+                    if block.get("type") == "tool_result_ref":
+                        held = self._held_results.get((session_id, block["tool_use_id"], block.get("attempt")))
+                        if held is None:
+                            return None
+                        block = held
+                    blocks.append(block)
+                resolved.append({"role": message["role"], "content": blocks})
+            return known.messages + resolved
+
+    def read_for_request(self, session_id: str, start: int, new_messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """As ``transcript_in_memory``, from the database (another worker wrote it, or this one restarted)."""
+        with self.engine.connect() as conn:
+            resolved = [self._resolve_refs(conn, session_id, m) for m in new_messages]
+        return self.read_transcript(session_id, start) + resolved
+
+    def commit_request(
+        self,
+        session_id: str,
+        sent: list[dict[str, Any]],
+        new_count: int,
+        reply: dict[str, Any],
+        *,
+        step: int,
+        attempt: int,
+    ) -> str:
+        """Write a request's new messages (the last ``new_count`` of ``sent``) and the model's reply,
+        in one transaction; hold the result and return its version for the workflow to hand on."""
+        start = len(sent) - new_count
+        with self.engine.begin() as conn:
+            self._write_messages(conn, session_id, start, [*sent[start:], reply], step=step, attempt=attempt)
+        version = f"{step}.{attempt}"
+        with self._lock:
+            self._transcripts[session_id] = _KnownTranscript(version=version, messages=[*sent, reply])
+            self._transcripts.move_to_end(session_id)
+            held = sum(len(t.messages) for t in self._transcripts.values())
+            while held > self._cache_entries and len(self._transcripts) > 1:
+                _, dropped = self._transcripts.popitem(last=False)
+                held -= len(dropped.messages)
+        return version
 
     def read_transcript(self, session_id: str, length: int) -> list[dict[str, Any]]:
         """Messages ``[0, length)``; bodies come from the in-process cache when their hash matches."""

@@ -498,6 +498,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             step=s.step + 1,
             turn=s.turn,
             transcript_len=s.transcript_len,
+            transcript_version=s.transcript_version,
             new_messages=new_messages,
             context_window_tokens=opts.context_window_tokens,
             cleared_before=s.cleared_before,
@@ -538,6 +539,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             return None
         del s.pending_content[:sent]
         s.transcript_len = result.transcript_len
+        s.transcript_version = result.transcript_version
         if result.cleared_before != s.cleared_before:
             s.cleared_before = result.cleared_before
             self._emit("agent.thread_context_compacted")
@@ -711,7 +713,10 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
                 self._record_inline_result(event_id_, block["id"], why, is_error=True)
                 continue
             self._emit("agent.tool_result", tool_use_id=event_id_, content=result.content, is_error=result.is_error)
-            s.pending_content.append({"type": "tool_result_ref", "tool_use_id": block["id"]})
+            ref = {"type": "tool_result_ref", "tool_use_id": block["id"]}
+            if result.attempt is not None:
+                ref["attempt"] = result.attempt  # which stored result the workflow accepted
+            s.pending_content.append(ref)
 
     def _interrupt_blocked_turn(self) -> None:
         """``user.interrupt`` while waiting on the client: deny what is pending, idle with end_turn."""

@@ -49,6 +49,8 @@ class SessionState(BaseModel):
     agent_ref: str | None = None
     sandbox_queue: str | None = None
     transcript_len: int = 0
+    #: the model request that wrote the end of the committed transcript (see ModelRequestInput)
+    transcript_version: str | None = None
     cleared_before: int = 0
     step: int = 0
     usage: SessionUsage = Field(default_factory=SessionUsage)

@@ -16,8 +16,9 @@ from managed_agents.models.session import RequestUsage
 
 class TranscriptMessage(BaseModel):
     """A Messages API message. A user message may hold ``{"type": "tool_result_ref",
-    "tool_use_id": ...}`` blocks: the model activity replaces them with the tool result the sandbox
-    stored, so a tool's output crosses history once (as the tool activity's result)."""
+    "tool_use_id": ..., "attempt": ...}`` blocks: the model activity replaces them with the tool
+    result the sandbox stored (by that attempt), so a tool's output crosses history once (as the
+    tool activity's result)."""
 
     role: Literal["user", "assistant"]
     content: list[dict[str, Any]]
@@ -42,6 +43,11 @@ class ModelRequestInput(BaseModel):
     step: int = Field(description="Session-wide model request counter; fences late writes of lost attempts")
     turn: int = Field(0, description="Session-wide turn counter (for logs)")
     transcript_len: int = Field(description="Messages [0, transcript_len) are committed in the session log")
+    transcript_version: str | None = Field(
+        None,
+        description="Which request wrote the end of [0, transcript_len) (its result's transcript_version): "
+        "a worker still holding that transcript reads none of it from the store",
+    )
     new_messages: list[TranscriptMessage] = Field(default_factory=list)
     context_window_tokens: int
     cleared_before: int = Field(0, description="Tool results in messages before this index are cleared")
@@ -59,6 +65,7 @@ class ModelRequestResult(BaseModel):
     usage: RequestUsage
     cost_nanos: int | None = Field(description="List cost in billionths of a USD; None when the model has no price")
     transcript_len: int
+    transcript_version: str | None = Field(None, description="Names the transcript this request left behind")
     cleared_before: int
 
 
@@ -125,3 +132,4 @@ class ToolCallInput(BaseModel):
 class ToolCallResult(BaseModel):
     content: list[dict[str, Any]]
     is_error: bool = False
+    attempt: int | None = Field(None, description="The attempt that stored this result (the model request's reference)")
