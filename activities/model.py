@@ -65,7 +65,7 @@ class ModelActivities:
         # Usually the transcript this worker left after the previous step: no store round trip.
         messages = self.store.transcript_in_memory(inp.session_id, inp.transcript_len, new, inp.transcript_version)
         if messages is None:
-            messages = await asyncio.to_thread(self.store.read_for_request, inp.session_id, inp.transcript_len, new)
+            messages = await self.store.call(self.store.read_for_request, inp.session_id, inp.transcript_len, new)
         length = len(messages)
         cleared = next_cleared_before(messages, inp.cleared_before, inp.context_window_tokens)
         memory = await self._memory_mounts(inp.memory_ref) if inp.memory_ref else []
@@ -83,7 +83,7 @@ class ModelActivities:
                 await self._notify_retry(inp.session_id, info.attempt, failure)
             raise failure from err
         content: list[dict[str, Any]] = [block.model_dump(mode="json", exclude_none=True) for block in message.content]
-        version = await asyncio.to_thread(
+        version = await self.store.call(
             self.store.commit_request,
             inp.session_id,
             messages,

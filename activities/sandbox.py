@@ -75,6 +75,7 @@ class SandboxActivities:
         self._memory = memory
         self._memory_sync: MemorySync | None = None
         self._memory_locks: dict[str, asyncio.Lock] = {}
+        self._policies: dict[str, SandboxPolicy] = {}
 
     @property
     def memory_sync(self) -> MemorySync:
@@ -176,7 +177,7 @@ class SandboxActivities:
                 await self._memory_step(workspace_id, workspace, manifest, "pull", memory_notes)
                 overrides["workspace_binds"] = MemorySync.binds(manifest)
             if overrides:
-                policy = SandboxPolicy.model_validate({**self.policy.model_dump(), **overrides})
+                policy = self._policy_with(overrides)
 
             def run() -> Awaitable[ToolOutcome]:
                 return run_tool(workspace, tool, inp.input, self.limits, on_progress=activity.heartbeat, policy=policy)
@@ -203,12 +204,23 @@ class SandboxActivities:
                     ],
                     is_error=True,
                 )
-        await asyncio.to_thread(
+        await self.store.call(
             self.store.put_tool_result, inp.session_id, inp.tool_use_id, result.content, result.is_error, info.attempt
         )
         bound.info("tool finished", is_error=result.is_error, memory_notes=len(memory_notes) or None)
         result.attempt = info.attempt
         return result
+
+    def _policy_with(self, overrides: dict[str, object]) -> SandboxPolicy:
+        """The worker's policy with a session's settings; validated once per distinct setting (every
+        tool call of a session asks for the same one)."""
+        key = json.dumps(overrides, sort_keys=True, default=str)
+        policy = self._policies.get(key)
+        if policy is None:
+            if len(self._policies) >= 256:
+                self._policies.clear()
+            policy = self._policies[key] = SandboxPolicy.model_validate({**self.policy.model_dump(), **overrides})
+        return policy
 
     # --- memory mounts ----------------------------------------------------------------------------
 

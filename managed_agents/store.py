@@ -12,19 +12,22 @@ a later attempt committed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from managed_agents.migrations import ensure_schema
+
+T = TypeVar("T")
 
 metadata = sa.MetaData()
 
@@ -115,6 +118,14 @@ class SessionStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a short store call from an activity: in place on SQLite (a local file; a write is a
+        fraction of a millisecond, less than handing it to a thread), in a thread on PostgreSQL
+        (network round trips must not hold up the worker's event loop)."""
+        if self.engine.dialect.name == "sqlite":
+            return fn(*args, **kwargs)
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
     # --- agent definitions ----------------------------------------------------------------------
 

@@ -59,6 +59,8 @@ MODEL_ACTIVITY = "managed_agents.model_request"
 REGISTER_ACTIVITY = "managed_agents.register_session"
 PROVISION_ACTIVITY = "managed_agents.sandbox.provision"
 CONTINUATION_KEY = "_continuation"
+#: sessions started before this patch registered the agent, then provisioned the sandbox
+PARALLEL_START_PATCH = "parallel-start-v1"
 MAX_EVENT_PAGE = 1000
 MAX_UPDATE_BYTES = 1_000_000
 
@@ -243,28 +245,45 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
     # --- lifecycle ----------------------------------------------------------------------------------
 
     async def _start(self) -> None:
-        params = self._s.params
-        ctx = self._s.thread_context
+        s = self._s
+        ctx = s.thread_context
+        needs_agent_ref = True
         if ctx is not None and ctx.agent_ref:
-            self._s.agent_ref = ctx.agent_ref  # the coordinator stored it already
-        else:
-            roster = params.agent_definition.roster()
-            registered = await workflow.execute_activity(
-                REGISTER_ACTIVITY,
-                RegisterSessionInput(
-                    session_id=self._s.session_id,
-                    agent=params.agent_definition.model_dump(mode="json"),
-                    roster=[agent.model_dump(mode="json") for agent in roster.values()],
-                ),
-                result_type=RegisterSessionResult,
-                start_to_close_timeout=timedelta(seconds=60),
-            )
-            self._s.agent_ref = registered.agent_ref
-            self._s.roster_refs = dict(zip(roster, registered.roster_refs, strict=True))
+            s.agent_ref = ctx.agent_ref  # the coordinator stored it already
+            needs_agent_ref = False
         if ctx is not None:
-            self._s.sandbox_queue = ctx.sandbox_queue  # the coordinator's sandbox and workspace
-            self._s.memory_ref = ctx.memory_ref  # and its memory mounts
+            s.sandbox_queue = ctx.sandbox_queue  # the coordinator's sandbox and workspace
+            s.memory_ref = ctx.memory_ref  # and its memory mounts
+            if needs_agent_ref:
+                await self._register_agents()
             return
+        if needs_agent_ref and workflow.patched(PARALLEL_START_PATCH):
+            # Storing the agent and preparing the workspace do not depend on each other: one round
+            # trip before the first model request, not two.
+            await asyncio.gather(self._register_agents(), self._provision_sandbox())
+            return
+        if needs_agent_ref:
+            await self._register_agents()
+        await self._provision_sandbox()
+
+    async def _register_agents(self) -> None:
+        params = self._s.params
+        roster = params.agent_definition.roster()
+        registered = await workflow.execute_activity(
+            REGISTER_ACTIVITY,
+            RegisterSessionInput(
+                session_id=self._s.session_id,
+                agent=params.agent_definition.model_dump(mode="json"),
+                roster=[agent.model_dump(mode="json") for agent in roster.values()],
+            ),
+            result_type=RegisterSessionResult,
+            start_to_close_timeout=timedelta(seconds=60),
+        )
+        self._s.agent_ref = registered.agent_ref
+        self._s.roster_refs = dict(zip(roster, registered.roster_refs, strict=True))
+
+    async def _provision_sandbox(self) -> None:
+        params = self._s.params
         memory = [
             MemoryMountRequest(memory_store_id=r.memory_store_id, access=r.access, instructions=r.instructions)
             for r in params.resources
