@@ -41,7 +41,7 @@ from managed_agents.logging import get_logger
 from managed_agents.memory.errors import MemoryNotFound, MemoryStoreNotFound
 from managed_agents.memory.models import MemoryStoreProposal, ServiceAccountActor
 from managed_agents.memory.service import MemoryService
-from managed_agents.store import SessionStore
+from managed_agents.store import SessionStore, call_store
 
 log = get_logger("managed_agents.dream")
 
@@ -276,7 +276,9 @@ class DreamActivities:
 
     @activity.defn(name=RECORD_SESSION_ACTIVITY)
     async def record_session(self, inp: RecordSessionInput) -> None:
-        await asyncio.to_thread(self.records.record_session, inp.session_id, inp.memory_store_ids, inp.finished_at)
+        await call_store(
+            self.records.engine, self.records.record_session, inp.session_id, inp.memory_store_ids, inp.finished_at
+        )
 
     # --- schedules -----------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from managed_agents.logging import get_logger
+from managed_agents.store import call_store
 from managed_agents.webhooks.models import (
     DeliverInput,
     DeliverResult,
@@ -38,7 +39,7 @@ class WebhookActivities:
     @activity.defn(name="managed_agents.webhooks.enqueue")
     async def enqueue(self, inp: WebhookEventInput) -> bool:
         """Start delivery of a session's event if any endpoint gets it (the common case: none)."""
-        endpoints = await asyncio.to_thread(self.service.subscribed, inp.type, inp.session_urls)
+        endpoints = await call_store(self.service.engine, self.service.subscribed, inp.type, inp.session_urls)
         if not endpoints and not inp.session_urls:
             return False
         try:

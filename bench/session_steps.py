@@ -19,9 +19,12 @@ contender's workers running only while it runs:
 * ``engine``: the real ``AgentSession`` workflow on the real workers (``build_workers``).
 
 Figures: time per step (wall time of a whole session / steps; medians of ``--reps`` interleaved
-runs) and, for the Temporal contenders, history bytes per step near step k: (size(k) - size(k-10))
-/ 10, where size(k) is the serialized size of every history event (over all continue-as-new runs)
-before the (k+1)-th model-request activity was scheduled. Exit code 0 when every target is met.
+runs, ten times as many at 10 steps) and, for the Temporal contenders, history bytes per step near
+step k: (size(k) - size(k-10)) / 10, where size(k) is the serialized size of every history event
+(over all continue-as-new runs) before the (k+1)-th model-request activity was scheduled. From the
+histories' event times, a second table splits a step into its phases (see ``StepPhases``) and
+shows the session's start and end apart: their sum is the *step time*, a step without the
+session's one-off start and end. Exit code 0 when every target is met.
 
 All three run bash the way the engine's sandbox does (its ``sandbox_policy()``: bubblewrap when it
 isolates). The engine's packages are copied to the temp dir and imported from that snapshot, so

@@ -69,8 +69,9 @@ blobs = sa.Table(
 )
 
 
-#: tool results held in memory for the model request that follows them (one per parallel tool call)
-HELD_TOOL_RESULTS = 1_000
+#: tool results held in memory for the model request that follows them (one per parallel tool call;
+#: a result is let go once a request took it, so this bounds only results no request came for)
+HELD_TOOL_RESULTS = 256
 
 
 def canonical_json(value: Any) -> str:
@@ -96,7 +97,7 @@ class _KnownTranscript:
 
 
 class SessionStore:
-    """Synchronous store; activities call it through ``asyncio.to_thread``."""
+    """Synchronous store; activities call it through ``call`` (in place on SQLite, else a thread)."""
 
     def __init__(self, url: str, *, cache_entries: int = 50_000) -> None:
         self.url = url
@@ -109,10 +110,10 @@ class SessionStore:
         self._cache_entries = cache_entries
         # Whole transcripts as this process last extended them, by session, with the version (the
         # model request's step and attempt) that wrote their end: a step whose transcript is that
-        # version reads nothing from the database (see ``append_and_read``).
+        # version reads nothing from the database (see ``transcript_in_memory``).
         self._transcripts: OrderedDict[str, _KnownTranscript] = OrderedDict()
         # Tool results this process stored, by (session, tool_use_id, attempt), until the next
-        # model request takes them (see ``transcript_in_memory``).
+        # model request takes them into its transcript (see ``transcript_in_memory``).
         self._held_results: OrderedDict[tuple[str, str, int | None], dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -120,12 +121,8 @@ class SessionStore:
         self.engine.dispose()
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a short store call from an activity: in place on SQLite (a local file; a write is a
-        fraction of a millisecond, less than handing it to a thread), in a thread on PostgreSQL
-        (network round trips must not hold up the worker's event loop)."""
-        if self.engine.dialect.name == "sqlite":
-            return fn(*args, **kwargs)
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        """Run a short call on this store from an activity (see ``call_store``)."""
+        return await call_store(self.engine, fn, *args, **kwargs)
 
     # --- agent definitions ----------------------------------------------------------------------
 
@@ -293,6 +290,10 @@ class SessionStore:
                         block = held
                     blocks.append(block)
                 resolved.append({"role": message["role"], "content": blocks})
+            for message in new_messages:  # taken: from now on they are part of the held transcript
+                for block in message["content"]:
+                    if block.get("type") == "tool_result_ref":
+                        self._held_results.pop((session_id, block["tool_use_id"], block.get("attempt")), None)
             return known.messages + resolved
 
     def read_for_request(self, session_id: str, start: int, new_messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -403,6 +404,15 @@ class SessionStore:
 
     def _safe_url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
+
+
+async def call_store(engine: Engine, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a short database call from an activity: in place on SQLite (a local file; a write is a
+    fraction of a millisecond, less than handing it to a thread in a busy worker), in a thread on
+    PostgreSQL (network round trips must not hold up the worker's event loop)."""
+    if engine.dialect.name == "sqlite":
+        return fn(*args, **kwargs)
+    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 def upsert_statement(dialect: str, table: sa.Table, row: dict[str, Any], keys: list[str], when: Any) -> Any:
