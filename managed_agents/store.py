@@ -112,6 +112,7 @@ class SessionStore:
         # model request's step and attempt) that wrote their end: a step whose transcript is that
         # version reads nothing from the database (see ``transcript_in_memory``).
         self._transcripts: OrderedDict[str, _KnownTranscript] = OrderedDict()
+        self._held_messages = 0  # messages in _transcripts, bounded by cache_entries
         # Tool results this process stored, by (session, tool_use_id, attempt), until the next
         # model request takes them into its transcript (see ``transcript_in_memory``).
         self._held_results: OrderedDict[tuple[str, str, int | None], dict[str, Any]] = OrderedDict()
@@ -284,16 +285,13 @@ class SessionStore:
                 blocks = []
                 for block in message["content"]:
                     if block.get("type") == "tool_result_ref":
-                        held = self._held_results.get((session_id, block["tool_use_id"], block.get("attempt")))
+                        # Taken: from here on it is part of the transcript (a retry reads the store).
+                        held = self._held_results.pop((session_id, block["tool_use_id"], block.get("attempt")), None)
                         if held is None:
                             return None
                         block = held
                     blocks.append(block)
                 resolved.append({"role": message["role"], "content": blocks})
-            for message in new_messages:  # taken: from now on they are part of the held transcript
-                for block in message["content"]:
-                    if block.get("type") == "tool_result_ref":
-                        self._held_results.pop((session_id, block["tool_use_id"], block.get("attempt")), None)
             return known.messages + resolved
 
     def read_for_request(self, session_id: str, start: int, new_messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -319,12 +317,13 @@ class SessionStore:
             self._write_messages(conn, session_id, start, [*sent[start:], reply], step=step, attempt=attempt)
         version = f"{step}.{attempt}"
         with self._lock:
+            previous = self._transcripts.pop(session_id, None)
+            self._held_messages -= len(previous.messages) if previous else 0
             self._transcripts[session_id] = _KnownTranscript(version=version, messages=[*sent, reply])
-            self._transcripts.move_to_end(session_id)
-            held = sum(len(t.messages) for t in self._transcripts.values())
-            while held > self._cache_entries and len(self._transcripts) > 1:
+            self._held_messages += len(sent) + 1
+            while self._held_messages > self._cache_entries and len(self._transcripts) > 1:
                 _, dropped = self._transcripts.popitem(last=False)
-                held -= len(dropped.messages)
+                self._held_messages -= len(dropped.messages)
         return version
 
     def read_transcript(self, session_id: str, length: int) -> list[dict[str, Any]]:
