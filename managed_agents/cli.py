@@ -332,12 +332,11 @@ StoreUrl = Annotated[
 
 
 def _webhook_service(store_url: str | None) -> Any:
-    import sqlalchemy as sa
-
     from managed_agents.config import WorkerSettings
+    from managed_agents.database import create_store_engine
     from managed_agents.webhooks.service import WebhookService
 
-    return WebhookService(sa.create_engine(store_url or WorkerSettings().resolved_store_url()))
+    return WebhookService(create_store_engine(store_url or WorkerSettings().resolved_store_url()))
 
 
 def _print_endpoint(endpoint: Any, as_json: bool) -> None:

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from managed_agents.database import create_store_engine
 from managed_agents.migrations import ensure_schema
 
 T = TypeVar("T")
@@ -101,9 +102,7 @@ class SessionStore:
 
     def __init__(self, url: str, *, cache_entries: int = 50_000) -> None:
         self.url = url
-        self.engine: Engine = sa.create_engine(url, future=True)
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.engine: Engine = create_store_engine(url)
         ensure_schema(self.engine)  # Alembic migrations (managed_agents/migrations), idempotent
         # Parsed message bodies by content hash: a step re-reads only what it has not seen.
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -428,12 +427,3 @@ def upsert_statement(dialect: str, table: sa.Table, row: dict[str, Any], keys: l
     if not updates or when is None:
         return insert.on_conflict_do_nothing(index_elements=keys)
     return insert.on_conflict_do_update(index_elements=keys, set_=updates, where=when(table.c, insert.excluded))
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets a brain and a sandbox process read and write the same file concurrently.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()

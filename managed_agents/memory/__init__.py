@@ -10,6 +10,7 @@ Use :class:`MemoryService` (synchronous; SQLite or PostgreSQL)::
     memory.write_memory(store.id, "/style.md", "Short answers.", user_actor("alice"))
 """
 
+from managed_agents.database import create_store_engine
 from managed_agents.memory.errors import (
     InvalidMemoryRequest,
     MemoryConflict,
@@ -55,7 +56,7 @@ from managed_agents.memory.rules import (
     normalize_path,
     validate_path,
 )
-from managed_agents.memory.service import MemoryService, create_store_engine
+from managed_agents.memory.service import MemoryService
 
 __all__ = [
     "MAX_CONTENT_BYTES",

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
 
+from managed_agents.database import create_store_engine
 from managed_agents.memory import rules
 from managed_agents.memory.errors import (
     InvalidMemoryRequest,
@@ -77,23 +78,6 @@ def new_id(prefix: str) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def create_store_engine(url: str) -> sa.Engine:
-    """An engine for a store URL (``sqlite:///file`` with WAL, or ``postgresql+psycopg://...``)."""
-    engine = sa.create_engine(url)
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_connect)
-    return engine
 
 
 class MemoryService:
