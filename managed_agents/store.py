@@ -17,7 +17,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -107,6 +107,7 @@ class SessionStore:
         # Parsed message bodies by content hash: a step re-reads only what it has not seen.
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._cache_entries = cache_entries
+        self._upserts: dict[str, Any] = {}  # upsert statements by table, built on first use
         # Whole transcripts as this process last extended them, by session, with the version (the
         # model request's step and attempt) that wrote their end: a step whose transcript is that
         # version reads nothing from the database (see ``transcript_in_memory``).
@@ -130,7 +131,7 @@ class SessionStore:
         body = canonical_json(agent)
         ref = sha256(body)
         with self.engine.begin() as conn:
-            conn.execute(self._upsert(agent_definitions, {"ref": ref, "body": body}, ["ref"], None))
+            conn.execute(self._upsert(agent_definitions, ["ref", "body"], ["ref"]), {"ref": ref, "body": body})
         return ref
 
     def get_agent(self, ref: str) -> dict[str, Any]:
@@ -149,7 +150,7 @@ class SessionStore:
         body = canonical_json(value)
         ref = sha256(body)
         with self.engine.begin() as conn:
-            conn.execute(self._upsert(blobs, {"ref": ref, "body": body}, ["ref"], None))
+            conn.execute(self._upsert(blobs, ["ref", "body"], ["ref"]), {"ref": ref, "body": body})
         return ref
 
     def get_blob(self, ref: str) -> Any:
@@ -173,7 +174,8 @@ class SessionStore:
         }
         with self.engine.begin() as conn:
             conn.execute(
-                self._upsert(tool_results, row, ["session_id", "tool_use_id"], lambda t, new: new.attempt >= t.attempt)
+                self._upsert(tool_results, row, ["session_id", "tool_use_id"], lambda t, new: new.attempt >= t.attempt),
+                row,
             )
         block = {"type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error}
         with self._lock:
@@ -239,25 +241,30 @@ class SessionStore:
         step: int,
         attempt: int,
     ) -> None:
+        rows = []
         for offset, message in enumerate(messages):
             body = canonical_json(message["content"])
-            row = {
-                "session_id": session_id,
-                "idx": start + offset,
-                "role": message["role"],
-                "content": body,
-                "sha": sha256(message["role"] + body),
-                "step": step,
-                "attempt": attempt,
-            }
-            conn.execute(
-                self._upsert(
-                    transcript_messages,
-                    row,
-                    ["session_id", "idx"],
-                    lambda t, new: sa.or_(new.step > t.step, sa.and_(new.step == t.step, new.attempt >= t.attempt)),
-                )
+            rows.append(
+                {
+                    "session_id": session_id,
+                    "idx": start + offset,
+                    "role": message["role"],
+                    "content": body,
+                    "sha": sha256(message["role"] + body),
+                    "step": step,
+                    "attempt": attempt,
+                }
             )
+        if not rows:
+            return
+        # A later step, or a later attempt of the same step, overwrites; an older one never does.
+        statement = self._upsert(
+            transcript_messages,
+            rows[0],
+            ["session_id", "idx"],
+            lambda t, new: sa.or_(new.step > t.step, sa.and_(new.step == t.step, new.attempt >= t.attempt)),
+        )
+        conn.execute(statement, rows)
 
     # A model request's transcript: ``transcript_in_memory`` (or ``read_for_request``) before the
     # call, ``commit_request`` after it. Nothing is written before the call: a request that fails
@@ -397,8 +404,13 @@ class SessionStore:
         while len(self._cache) > self._cache_entries:
             self._cache.popitem(last=False)
 
-    def _upsert(self, table: sa.Table, row: dict[str, Any], keys: list[str], when: Any) -> Any:
-        return upsert_statement(self.engine.dialect.name, table, row, keys, when)
+    def _upsert(self, table: sa.Table, columns: Iterable[str], keys: list[str], when: Any = None) -> Any:
+        # Built once per table: constructing an upsert costs more than running it on SQLite.
+        statement = self._upserts.get(table.name)
+        if statement is None:
+            statement = upsert_statement(self.engine.dialect.name, table, columns, keys, when)
+            self._upserts[table.name] = statement
+        return statement
 
     def _safe_url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
@@ -413,17 +425,19 @@ async def call_store(engine: Engine, fn: Callable[..., T], *args: Any, **kwargs:
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-def upsert_statement(dialect: str, table: sa.Table, row: dict[str, Any], keys: list[str], when: Any) -> Any:
-    """INSERT ``row``; on a ``keys`` conflict, update the other columns where ``when(old, new)`` holds
-    (``when=None``: keep the existing row). One statement on SQLite and PostgreSQL alike."""
+def upsert_statement(dialect: str, table: sa.Table, columns: Iterable[str], keys: list[str], when: Any) -> Any:
+    """INSERT a row of ``columns``; on a ``keys`` conflict, update the other columns where
+    ``when(old, new)`` holds (``when=None``: keep the existing row). One statement on SQLite and
+    PostgreSQL alike. It carries no values: execute it with a row, or a list of rows, as parameters,
+    so one compiled statement serves every call."""
     insert: Any
     if dialect == "sqlite":
-        insert = sqlite.insert(table).values(**row)
+        insert = sqlite.insert(table)
     elif dialect == "postgresql":
-        insert = postgresql.insert(table).values(**row)
+        insert = postgresql.insert(table)
     else:  # pragma: no cover - guarded by config validation
         raise ValueError(f"unsupported database dialect {dialect!r}: use sqlite or postgresql")
-    updates = {k: insert.excluded[k] for k in row if k not in keys}
+    updates = {k: insert.excluded[k] for k in columns if k not in keys}
     if not updates or when is None:
         return insert.on_conflict_do_nothing(index_elements=keys)
     return insert.on_conflict_do_update(index_elements=keys, set_=updates, where=when(table.c, insert.excluded))

@@ -39,7 +39,8 @@ class DreamRecords:
         row = {"dream_id": dream_id, "stage_key": key, "body": json.dumps(value), "created_at": _now()}
         with self.engine.begin() as conn:
             conn.execute(
-                upsert_statement(self.engine.dialect.name, dream_stage_results, row, ["dream_id", "stage_key"], None)
+                upsert_statement(self.engine.dialect.name, dream_stage_results, row, ["dream_id", "stage_key"], None),
+                row,
             )
         stored = self.stage_result(dream_id, key)
         return value if stored is None else stored
@@ -62,15 +63,11 @@ class DreamRecords:
         row = {"session_id": session_id, "created_at": finished_at, "finished_at": finished_at}
         with self.engine.begin() as conn:
             conn.execute(_upsert_finished(dialect, row))
-            for store_id in memory_store_ids:
+            links = [{"memory_store_id": store_id, "session_id": session_id} for store_id in memory_store_ids]
+            if links:
                 conn.execute(
-                    upsert_statement(
-                        dialect,
-                        session_index_stores,
-                        {"memory_store_id": store_id, "session_id": session_id},
-                        ["memory_store_id", "session_id"],
-                        None,
-                    )
+                    upsert_statement(dialect, session_index_stores, links[0], ["memory_store_id", "session_id"], None),
+                    links,
                 )
 
     def sessions_finished_since(
@@ -121,7 +118,8 @@ class DreamRecords:
             conn.execute(
                 upsert_statement(
                     self.engine.dialect.name, dream_schedule_state, row, ["schedule_id"], lambda old, new: sa.true()
-                )
+                ),
+                row,
             )
 
     def forget_schedule(self, schedule_id: str) -> None:
