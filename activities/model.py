@@ -60,7 +60,7 @@ class ModelActivities:
         bound = log.bind(
             session_id=inp.session_id, turn=inp.turn, step=inp.step, activity="model_request", attempt=info.attempt
         )
-        agent = await self._agent(inp.agent_ref)
+        agent = await self._agent(inp.agent_ref, inp.agent)
         new = [m.model_dump() for m in inp.new_messages]
         # Usually the transcript this worker left after the previous step: no store round trip.
         messages = self.store.transcript_in_memory(inp.session_id, inp.transcript_len, new, inp.transcript_version)
@@ -106,14 +106,27 @@ class ModelActivities:
             cleared_before=cleared,
         )
 
-    async def _agent(self, ref: str) -> AgentDefinition:
+    async def _agent(self, ref: str, inline: dict[str, Any] | None) -> AgentDefinition:
+        # Held only once it is in the store (read from it, or written here): a later request that
+        # names just the reference may run on another worker.
         agent = self._agents.get(ref)
-        if agent is None:
+        if agent is not None:
+            return agent
+        if inline is not None:
+            stored = await self.store.call(self.store.put_agent, inline)
+            if stored != ref:
+                raise ApplicationError(
+                    f"agent definition stored as {stored}, but the session computed {ref}",
+                    type="AgentDefinitionMismatch",
+                    non_retryable=True,
+                )
+            body = inline
+        else:
             try:
-                body = await asyncio.to_thread(self.store.get_agent, ref)
+                body = await self.store.call(self.store.get_agent, ref)
             except KeyError as err:
                 raise ApplicationError(str(err), type="AgentDefinitionMissing") from err
-            agent = self._agents[ref] = AgentDefinition.model_validate(body)
+        agent = self._agents[ref] = AgentDefinition.model_validate(body)
         return agent
 
     async def _memory_mounts(self, ref: str) -> list[MemoryMount]:

@@ -13,7 +13,6 @@ a later attempt committed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import threading
 from collections import OrderedDict
@@ -25,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from managed_agents.content_hash import canonical_json, sha256
 from managed_agents.database import create_store_engine
 from managed_agents.migrations import ensure_schema
 
@@ -73,14 +73,6 @@ blobs = sa.Table(
 #: tool results held in memory for the model request that follows them (one per parallel tool call;
 #: a result is let go once a request took it, so this bounds only results no request came for)
 HELD_TOOL_RESULTS = 256
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class TranscriptGapError(RuntimeError):

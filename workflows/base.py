@@ -62,6 +62,13 @@ class SessionBase:
     _tools: dict[str, ResolvedTool]
     _input_error: str | None
     _signal_tasks: list[asyncio.Task[None]]
+    #: The workspace being prepared beside the first model request (a fast start), if any.
+    _provisioning: asyncio.Task[None] | None
+
+    async def _sandbox_ready(self) -> None:
+        """Wait for the workspace before anything uses ``sandbox_queue``; raises what preparing it raised."""
+        if self._provisioning is not None:
+            await self._provisioning
 
     def _fail_turn(self, error_type: str, message: str) -> None:
         self._emit(

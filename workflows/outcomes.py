@@ -37,6 +37,7 @@ class OutcomesMixin(SessionBase):
         if outcome is None or outcome.result != "pending":
             return True
         if outcome.rubric_source.get("type") == "file":
+            await self._sandbox_ready()
             read = await workflow.execute_activity(
                 READ_RUBRIC_ACTIVITY,
                 ReadRubricInput(
@@ -72,6 +73,7 @@ class OutcomesMixin(SessionBase):
         outcome.result = "evaluating"
         iteration = outcome.iteration
         start = self._emit("span.outcome_evaluation_start", outcome_id=outcome.outcome_id, iteration=iteration)
+        await self._sandbox_ready()
         manifest = await workflow.execute_activity(
             COLLECT_ACTIVITY,
             CollectDeliverablesInput(

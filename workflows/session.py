@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -20,6 +20,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from managed_agents.content_hash import content_ref
     from managed_agents.models.activity_io import (
         MEMORY_STORE_UNAVAILABLE,
         MemoryMountRequest,
@@ -58,9 +59,13 @@ with workflow.unsafe.imports_passed_through():
 MODEL_ACTIVITY = "managed_agents.model_request"
 REGISTER_ACTIVITY = "managed_agents.register_session"
 PROVISION_ACTIVITY = "managed_agents.sandbox.provision"
+SANDBOX_UNAVAILABLE = "SandboxUnavailable"
 CONTINUATION_KEY = "_continuation"
 #: sessions started before this patch registered the agent, then provisioned the sandbox
 PARALLEL_START_PATCH = "parallel-start-v1"
+#: sessions started before this patch registered the agent (with the workspace) before the first
+#: model request; since, the first request carries the agent and the workspace is prepared beside it
+FAST_START_PATCH = "fast-start-v1"
 MAX_EVENT_PAGE = 1000
 MAX_UPDATE_BYTES = 1_000_000
 
@@ -77,6 +82,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
         self._tools: dict[str, ResolvedTool] = {}
         self._signal_tasks = []
         self._waiting_for = set()
+        self._provisioning = None
         info = workflow.info()
         try:
             if not isinstance(raw, dict):
@@ -133,6 +139,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
                     "session.thread_status_terminated", session_thread_id=record.thread_id, agent_name=record.agent_name
                 )
                 self._webhook("session.thread_terminated", ended, session_thread_id=record.thread_id)
+        await self._sandbox_ready()  # a workspace that could not be prepared fails the session
         self._set_status("terminated")
         self._webhook("session.status_terminated", self._emit("session.status_terminated"))
         await self._flush_signals()
@@ -257,6 +264,14 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             if needs_agent_ref:
                 await self._register_agents()
             return
+        if needs_agent_ref and self._can_start_fast() and workflow.patched(FAST_START_PATCH):
+            # Nothing the first model request needs comes from the store or the sandbox: it carries
+            # the agent definition (stored by that request, under the reference computed here), and
+            # the workspace is prepared while the model answers; tools wait for it (_sandbox_ready).
+            s.agent_ref = content_ref(s.params.agent_definition.model_dump(mode="json"))
+            s.agent_inline = True
+            self._provisioning = asyncio.create_task(self._provision_sandbox())
+            return
         if needs_agent_ref and workflow.patched(PARALLEL_START_PATCH):
             # Storing the agent and preparing the workspace do not depend on each other: one round
             # trip before the first model request, not two.
@@ -265,6 +280,12 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
         if needs_agent_ref:
             await self._register_agents()
         await self._provision_sandbox()
+
+    def _can_start_fast(self) -> bool:
+        # Memory mounts go into the first request's system prompt, so their provisioning comes
+        # first; a coordinator's roster agents must be stored before any thread starts.
+        params = self._s.params
+        return not params.resources and not params.agent_definition.roster()
 
     async def _register_agents(self) -> None:
         params = self._s.params
@@ -288,12 +309,13 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             MemoryMountRequest(memory_store_id=r.memory_store_id, access=r.access, instructions=r.instructions)
             for r in params.resources
         ]
+        queue = f"{workflow.info().task_queue}-sandbox"
         try:
             provisioned = await workflow.execute_activity(
                 PROVISION_ACTIVITY,
                 ProvisionSandboxInput(session_id=self._s.session_id, memory_stores=memory),
                 result_type=ProvisionSandboxResult,
-                task_queue=f"{workflow.info().task_queue}-sandbox",
+                task_queue=queue,
                 # Downloading memory stores takes longer than creating a folder.
                 start_to_close_timeout=timedelta(seconds=300 if memory else 60),
                 schedule_to_start_timeout=timedelta(seconds=params.options.sandbox_provision_seconds),
@@ -301,21 +323,23 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
         except ActivityError as err:
             if isinstance(err.cause, ApplicationError) and err.cause.type == MEMORY_STORE_UNAVAILABLE:
                 await self._fail_start(err.cause.message)
-            raise
+            await self._fail_start(
+                _provision_failure(err, queue, params.options.sandbox_provision_seconds), SANDBOX_UNAVAILABLE
+            )
         self._s.sandbox_queue = provisioned.task_queue
         self._s.memory_mounts = provisioned.memory_mounts
         self._s.memory_ref = provisioned.memory_ref
 
-    async def _fail_start(self, message: str) -> None:
-        """The session cannot start (a memory store cannot be mounted): say so in the event log,
-        terminate, and fail the workflow with the same message, as bad input does."""
+    async def _fail_start(self, message: str, error_type: str = MEMORY_STORE_UNAVAILABLE) -> NoReturn:
+        """The session cannot start (a memory store cannot be mounted, no workspace): say so in the
+        event log, terminate, and fail the workflow with the same message, as bad input does."""
         self._emit(
             "session.error", error={"type": "unknown_error", "message": message, "retry_status": {"type": "terminal"}}
         )
         self._set_status("terminated")
         self._webhook("session.status_terminated", self._emit("session.status_terminated"))
         await self._flush_signals()
-        raise ApplicationError(message, type=MEMORY_STORE_UNAVAILABLE, non_retryable=True)
+        raise ApplicationError(message, type=error_type, non_retryable=True)
 
     def _has_work(self) -> bool:
         s = self._s
@@ -341,6 +365,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
         )
 
     async def _continue_as_new(self) -> None:
+        await self._sandbox_ready()  # the next run's state names the sandbox
         await self._flush_signals()
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.logger.info("continuing as new", extra={"next_seq": self._s.next_seq, "step": self._s.step})
@@ -512,6 +537,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
         inp = ModelRequestInput(
             session_id=s.session_id,
             agent_ref=s.agent_ref or "",
+            agent=s.params.agent_definition.model_dump(mode="json") if s.agent_inline else None,
             model=s.params.agent_definition.model_id,
             max_tokens=opts.max_tokens,
             step=s.step + 1,
@@ -557,6 +583,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             self._fail_turn(error_type, message)
             return None
         del s.pending_content[:sent]
+        s.agent_inline = False  # stored by this request
         s.transcript_len = result.transcript_len
         s.transcript_version = result.transcript_version
         if result.cleared_before != s.cleared_before:
@@ -686,6 +713,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
     async def _run_tools(self, calls: list[tuple[str, dict[str, Any]]]) -> None:
         if not calls:
             return
+        await self._sandbox_ready()
         s = self._s
         opts = s.params.options
         started: list[tuple[str, dict[str, Any], Any]] = []
@@ -781,6 +809,18 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             event_count=s.next_seq,
             threads=[t.summary() for t in s.threads],
         )
+
+
+def _provision_failure(err: ActivityError, queue: str, wait_seconds: float) -> str:
+    """Why the session's workspace could not be prepared, and what to do about it."""
+    cause = err.cause or err
+    if isinstance(cause, ActivityTimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START:
+        return (
+            f"no sandbox worker took this session's workspace within {wait_seconds:g}s "
+            f"(options.sandbox_provision_seconds): start one on task queue {queue!r}, "
+            "e.g. `python worker.py --role sandbox`"
+        )
+    return f"the sandbox could not prepare this session's workspace: {cause}"
 
 
 def _sandbox_failure(err: BaseException, wait_seconds: float) -> str:

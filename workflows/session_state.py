@@ -47,6 +47,8 @@ class SessionState(BaseModel):
     status: Literal["rescheduling", "running", "idle", "terminated"] = "idle"
     next_seq: int = 0
     agent_ref: str | None = None
+    #: The next model request carries the agent definition: no request has stored it yet.
+    agent_inline: bool = False
     sandbox_queue: str | None = None
     transcript_len: int = 0
     #: the model request that wrote the end of the committed transcript (see ModelRequestInput)

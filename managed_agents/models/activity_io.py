@@ -38,6 +38,11 @@ class RegisterSessionResult(BaseModel):
 class ModelRequestInput(BaseModel):
     session_id: str
     agent_ref: str
+    agent: dict[str, Any] | None = Field(
+        None,
+        description="The agent definition itself, until a request has stored it under agent_ref "
+        "(a session's first request: no separate round trip to register it)",
+    )
     model: str
     max_tokens: int
     step: int = Field(description="Session-wide model request counter; fences late writes of lost attempts")
