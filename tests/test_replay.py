@@ -1,8 +1,10 @@
 """Replay: recorded histories must replay against today's workflow code (determinism guard).
 
 ``tests/histories/*.json`` were recorded from real runs (tools, a confirmation, a retried model
-fault, a custom tool). A change to the workflow that would break running sessions fails here.
-Re-record deliberately with ``RECORD_HISTORIES=1 pytest tests/test_replay.py``.
+fault, a custom tool), one per workflow version that sessions may still be running on: the first
+recording, and one after each patch that changed what a session schedules. A change to the workflow
+that would break running sessions fails here. Record today's version deliberately with
+``RECORD_HISTORIES=1 pytest tests/test_replay.py`` (it writes ``RECORDED``; keep the older files).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from tests.helpers import agent, marker, session_input
 from workflows.session import AgentSession
 
 HISTORIES = Path(__file__).parent / "histories"
-RECORDED = HISTORIES / "session_tools_confirm_retry.json"
+#: Today's recording (the fast start); older ones stay, so sessions started on them still replay.
+RECORDED = HISTORIES / "session_tools_confirm_retry.fast-start-v1.json"
 #: Event ids derive from the session (workflow) id, so the recording uses a fixed one.
 RECORDED_ID = "sesn_replay_fixture_tools_confirm_retry"
 
@@ -81,8 +84,12 @@ async def test_fresh_history_replays(harness) -> None:
     await replayer().replay_workflow(history)
 
 
-async def test_committed_history_replays() -> None:
+def test_todays_version_is_recorded() -> None:
     if not RECORDED.exists():
         pytest.fail(f"{RECORDED} is missing: record it with RECORD_HISTORIES=1 pytest tests/test_replay.py")
-    history = WorkflowHistory.from_json(RECORDED_ID, RECORDED.read_text())
+
+
+@pytest.mark.parametrize("recorded", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.name)
+async def test_committed_history_replays(recorded: Path) -> None:
+    history = WorkflowHistory.from_json(RECORDED_ID, recorded.read_text())
     await replayer().replay_workflow(history)
