@@ -39,9 +39,21 @@ class WebhookActivities:
     @activity.defn(name="managed_agents.webhooks.enqueue")
     async def enqueue(self, inp: WebhookEventInput) -> bool:
         """Start delivery of a session's event if any endpoint gets it (the common case: none)."""
-        endpoints = await call_store(self.service.engine, self.service.subscribed, inp.type, inp.session_urls)
-        if not endpoints and not inp.session_urls:
-            return False
+        return bool(await self.enqueue_all([inp]))
+
+    async def enqueue_all(self, events: list[WebhookEventInput]) -> int:
+        """``enqueue`` for several events, reading the endpoints once; how many were started."""
+        if not events:
+            return 0
+        endpoints = await call_store(self.service.engine, self.service.list_endpoints)
+        started = 0
+        for inp in events:
+            if self.service.subscribed(inp.type, inp.session_urls, endpoints) or inp.session_urls:
+                await self._start_delivery(inp)
+                started += 1
+        return started
+
+    async def _start_delivery(self, inp: WebhookEventInput) -> None:
         try:
             await activity.client().start_workflow(
                 "WebhookEvent",
@@ -51,7 +63,6 @@ class WebhookActivities:
             )
         except WorkflowAlreadyStartedError:
             pass  # a retried enqueue: the event is already on its way
-        return True
 
     @activity.defn(name="managed_agents.webhooks.fanout")
     async def fanout(self, inp: WebhookEventInput) -> FanoutResult:

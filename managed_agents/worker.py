@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.bookkeeping import SessionBookkeepingActivities
 from activities.dream import DreamActivities
 from activities.model import ModelActivities, ModelClientFactory
 from activities.outcome import GraderActivities, OutcomeSandboxActivities
@@ -72,6 +73,7 @@ def build_workers(
         grader = GraderActivities(store, client_factory)
         webhooks = WebhookActivities(WebhookService(store.engine))
         dreams = DreamActivities(store, MemoryService(store.engine), DreamRecords(store.engine), client_factory)
+        bookkeeping = SessionBookkeepingActivities(webhooks, dreams)
         workers.append(
             Worker(
                 client,
@@ -93,6 +95,7 @@ def build_workers(
                     dreams.finish,
                     dreams.select_sessions,
                     dreams.record_session,
+                    bookkeeping.bookkeeping,
                 ],
                 max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
                 max_concurrent_activities=limit,

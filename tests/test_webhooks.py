@@ -254,3 +254,40 @@ async def test_cli_manages_endpoints_and_redelivers(harness, receiver, webhooks)
     assert receiver.requests[1][1] == receiver.requests[0][1], "the same event, byte for byte"
     log = await asyncio.to_thread(cli, "deliveries", ep["id"], "--json")
     assert [json.loads(line)["outcome"] for line in log.stdout.splitlines()] == ["delivered", "delivered"]
+
+
+def _local_activities(history) -> list[tuple[int, str]]:
+    """(the workflow task that recorded it, activity type) of each local activity in a history."""
+    from temporalio.api.enums.v1 import EventType
+
+    out = []
+    for e in history.events:
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            attrs = e.marker_recorded_event_attributes
+            if attrs.marker_name == "core_local_activity":
+                data = json.loads(attrs.details["data"].payloads[0].data)
+                out.append((attrs.workflow_task_completed_event_id, data["activity_type"]))
+    return out
+
+
+async def test_a_session_end_is_noted_in_one_local_activity(harness, receiver, webhooks) -> None:
+    """The idle event, the dream-index record and the terminated event of a session that ends with
+    its turn go in one local activity, and each still does its job."""
+    from managed_agents.dreams.records import DreamRecords
+
+    endpoint(webhooks, receiver.url, enabled_events=["session.status_idled", "session.status_terminated"])
+    m = marker()
+    harness.mock.script_for(m, Turn.text("done"))
+    handle = await harness.sessions.create(session_input(f"{m} hi"))
+    await handle.result()
+    await wait_for(lambda: len(receiver.requests) >= 2)
+    assert sorted(json.loads(b)["data"]["type"] for _, b in receiver.requests) == [
+        "session.status_idled",
+        "session.status_terminated",
+    ]
+    assert handle.id in DreamRecords(harness.store.engine).finished_at([handle.id])
+
+    local = _local_activities(await handle._handle.fetch_history())
+    assert {name for _, name in local} == {"managed_agents.sessions.bookkeeping"}
+    # One at the start (session.status_run_started), one for the end: never one per item.
+    assert len(local) == 2 and local[0][0] != local[1][0], local

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from managed_agents.dreams.models import RECORD_SESSION_ACTIVITY, RecordSessionInput, mounted_memory_store_ids
+    from managed_agents.models.activity_io import SESSION_BOOKKEEPING_ACTIVITY, SessionBookkeepingInput
     from managed_agents.models.agent import ResolvedTool
     from managed_agents.models.events import StopReason
     from managed_agents.models.session import MonetaryAmount, RequestUsage
@@ -45,6 +46,8 @@ def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
 #: Managed Agents' payloads name an organization and workspace; a self-hosted engine has one of each.
 WEBHOOKS_PATCH = "webhook-events-v2"
 SESSION_INDEX_PATCH = "session-index-v1"
+#: sessions started before this patch ran one local activity per webhook event and index record
+BATCHED_BOOKKEEPING_PATCH = "batched-bookkeeping-v1"
 WEBHOOK_SCOPE = {"organization_id": "org_self_hosted", "workspace_id": "wrkspc_self_hosted"}
 
 
@@ -62,6 +65,8 @@ class SessionBase:
     _tools: dict[str, ResolvedTool]
     _input_error: str | None
     _signal_tasks: list[asyncio.Task[None]]
+    #: Webhook events and index records not yet handed to a local activity (see _bookkeeping).
+    _batch: SessionBookkeepingInput | None = None
     #: The workspace being prepared beside the first model request (a fast start), if any.
     _provisioning: asyncio.Task[None] | None
 
@@ -111,6 +116,10 @@ class SessionBase:
             session_urls=[w.url for w in s.params.webhooks] if self._input_error is None else [],
         )
 
+        if workflow.patched(BATCHED_BOOKKEEPING_PATCH):
+            self._bookkeeping().webhook_events.append(inp)
+            return
+
         async def start() -> None:
             try:
                 await workflow.execute_local_activity(
@@ -132,6 +141,9 @@ class SessionBase:
             return
         stores = mounted_memory_store_ids(self._s.params.resources)
         inp = RecordSessionInput(session_id=self._s.session_id, memory_store_ids=stores, finished_at=workflow.now())
+        if workflow.patched(BATCHED_BOOKKEEPING_PATCH):
+            self._bookkeeping().finished_turns.append(inp)
+            return
 
         async def record() -> None:
             try:
@@ -145,6 +157,36 @@ class SessionBase:
                 workflow.logger.warning("session not indexed", extra={"error": str(err)})
 
         self._signal_tasks.append(asyncio.create_task(record()))
+
+    def _bookkeeping(self) -> SessionBookkeepingInput:
+        """This activation's batch of webhook events and index records, sent in one local activity.
+
+        The batch's task starts with the first item and sends once the rest of the workflow code
+        has gone as far as it can, so everything noted until then (a turn's end: idle event, index
+        record, and the session's end) goes in the same local activity; a later item starts the
+        next batch.
+        """
+        if self._batch is None:
+            batch = self._batch = SessionBookkeepingInput()
+
+            async def send() -> None:
+                # Conditions are checked only once no workflow code is ready to run, so this waits
+                # until the code that noted the first item has gone as far as it can in this
+                # activation (at a turn's end: through the session's end, if it ends).
+                await workflow.wait_condition(lambda: True)
+                self._batch = None  # from here on, a new item starts a new batch
+                try:
+                    await workflow.execute_local_activity(
+                        SESSION_BOOKKEEPING_ACTIVITY,
+                        batch,
+                        start_to_close_timeout=timedelta(seconds=30),
+                        retry_policy=RetryPolicy(maximum_attempts=5),
+                    )
+                except Exception as err:  # bookkeeping must never break the session
+                    workflow.logger.warning("session bookkeeping not done", extra={"error": str(err)})
+
+            self._signal_tasks.append(asyncio.create_task(send()))
+        return self._batch
 
     # Hooks: a thread of a coordinator session reports these to its coordinator.
     def _on_usage(self, usage: RequestUsage, cost_nanos: int | None, model: str) -> None:

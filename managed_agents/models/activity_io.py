@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from managed_agents.dreams.models import RecordSessionInput
 from managed_agents.models.session import RequestUsage
+from managed_agents.webhooks.models import WebhookEventInput
 
 
 class TranscriptMessage(BaseModel):
@@ -138,3 +140,15 @@ class ToolCallResult(BaseModel):
     content: list[dict[str, Any]]
     is_error: bool = False
     attempt: int | None = Field(None, description="The attempt that stored this result (the model request's reference)")
+
+
+SESSION_BOOKKEEPING_ACTIVITY = "managed_agents.sessions.bookkeeping"
+
+
+class SessionBookkeepingInput(BaseModel):
+    """What a session noted in one workflow activation, for one local activity."""
+
+    webhook_events: list[WebhookEventInput] = Field(default_factory=list)
+    finished_turns: list[RecordSessionInput] = Field(
+        default_factory=list, description="Turns that finished (for the dream index), oldest first"
+    )

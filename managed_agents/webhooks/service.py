@@ -174,11 +174,14 @@ class WebhookService:
     def active_secrets(self, endpoint_id: str) -> list[str]:
         return [s["secret"] for s in self._active(self._row(endpoint_id), _now())]
 
-    def subscribed(self, event_type: str, session_urls: list[str]) -> list[WebhookEndpoint]:
-        """Enabled endpoints that get this event: subscribed to its type, or named by the session."""
+    def subscribed(
+        self, event_type: str, session_urls: list[str], endpoints: list[WebhookEndpoint] | None = None
+    ) -> list[WebhookEndpoint]:
+        """Enabled endpoints that get this event: subscribed to its type, or named by the session.
+        ``endpoints``: a listing already read (several events checked against one read)."""
         return [
             e
-            for e in self.list_endpoints()
+            for e in (self.list_endpoints() if endpoints is None else endpoints)
             if e.state == "enabled" and (event_type in e.enabled_events or e.url in session_urls)
         ]
 
