@@ -837,8 +837,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--max-rep-steps",
         type=int,
-        default=500,
-        help="cap on repetitions: a length runs min(reps, max(1, this // steps)) times (500 steps: once)",
+        default=1500,
+        help="cap on repetitions: a length runs min(reps, max(1, this // steps)) times (500 steps: 3 times; "
+        "one run moves by 10%%, as much as the gap it measures)",
     )
     p.add_argument("--latency", type=float, default=0.005, help="mock latency per model call, seconds")
     p.add_argument(
