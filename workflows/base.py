@@ -120,18 +120,8 @@ class SessionBase:
             self._bookkeeping().webhook_events.append(inp)
             return
 
-        async def start() -> None:
-            try:
-                await workflow.execute_local_activity(
-                    "managed_agents.webhooks.enqueue",
-                    inp,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=RetryPolicy(maximum_attempts=5),
-                )
-            except Exception as err:  # a webhook must never break the session
-                workflow.logger.warning("webhook event not enqueued", extra={"error": str(err)})
-
-        self._signal_tasks.append(asyncio.create_task(start()))
+        task = self._local_activity_quietly("managed_agents.webhooks.enqueue", inp, "webhook event not enqueued")
+        self._signal_tasks.append(asyncio.create_task(task))
 
     def _index_finished_turn(self) -> None:
         """Note in the session index that this session finished a turn, with the memory stores it
@@ -145,18 +135,8 @@ class SessionBase:
             self._bookkeeping().finished_turns.append(inp)
             return
 
-        async def record() -> None:
-            try:
-                await workflow.execute_local_activity(
-                    RECORD_SESSION_ACTIVITY,
-                    inp,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=RetryPolicy(maximum_attempts=5),
-                )
-            except Exception as err:  # bookkeeping must never break the session
-                workflow.logger.warning("session not indexed", extra={"error": str(err)})
-
-        self._signal_tasks.append(asyncio.create_task(record()))
+        task = self._local_activity_quietly(RECORD_SESSION_ACTIVITY, inp, "session not indexed")
+        self._signal_tasks.append(asyncio.create_task(task))
 
     def _bookkeeping(self) -> SessionBookkeepingInput:
         """This activation's batch of webhook events and index records, sent in one local activity.
@@ -175,18 +155,22 @@ class SessionBase:
                 # activation (at a turn's end: through the session's end, if it ends).
                 await workflow.wait_condition(lambda: True)
                 self._batch = None  # from here on, a new item starts a new batch
-                try:
-                    await workflow.execute_local_activity(
-                        SESSION_BOOKKEEPING_ACTIVITY,
-                        batch,
-                        start_to_close_timeout=timedelta(seconds=30),
-                        retry_policy=RetryPolicy(maximum_attempts=5),
-                    )
-                except Exception as err:  # bookkeeping must never break the session
-                    workflow.logger.warning("session bookkeeping not done", extra={"error": str(err)})
+                await self._local_activity_quietly(SESSION_BOOKKEEPING_ACTIVITY, batch, "session bookkeeping not done")
 
             self._signal_tasks.append(asyncio.create_task(send()))
         return self._batch
+
+    async def _local_activity_quietly(self, activity: str, arg: Any, failure: str) -> None:
+        """Run a bookkeeping local activity; a failure is logged, never breaks the session."""
+        try:
+            await workflow.execute_local_activity(
+                activity,
+                arg,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=5),
+            )
+        except Exception as err:
+            workflow.logger.warning(failure, extra={"error": str(err)})
 
     # Hooks: a thread of a coordinator session reports these to its coordinator.
     def _on_usage(self, usage: RequestUsage, cost_nanos: int | None, model: str) -> None:
