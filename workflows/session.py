@@ -66,6 +66,8 @@ PARALLEL_START_PATCH = "parallel-start-v1"
 #: sessions started before this patch registered the agent (with the workspace) before the first
 #: model request; since, the first request carries the agent and the workspace is prepared beside it
 FAST_START_PATCH = "fast-start-v1"
+#: sessions whose workspace could not be prepared before this patch failed without a session.error
+PROVISION_FAILURE_PATCH = "provision-failure-v1"
 MAX_EVENT_PAGE = 1000
 MAX_UPDATE_BYTES = 1_000_000
 
@@ -323,6 +325,8 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
         except ActivityError as err:
             if isinstance(err.cause, ApplicationError) and err.cause.type == MEMORY_STORE_UNAVAILABLE:
                 await self._fail_start(err.cause.message)
+            if not workflow.patched(PROVISION_FAILURE_PATCH):
+                raise  # a session that failed here before the patch replays as it failed
             await self._fail_start(
                 _provision_failure(err, queue, params.options.sandbox_provision_seconds), SANDBOX_UNAVAILABLE
             )
