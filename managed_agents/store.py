@@ -99,7 +99,7 @@ class SessionStore:
         # Parsed message bodies by content hash: a step re-reads only what it has not seen.
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._cache_entries = cache_entries
-        self._upserts: dict[str, Any] = {}  # upsert statements by table, built on first use
+        self._upserts: dict[tuple[str, ...], Any] = {}  # upsert statements by table and key, built on first use
         # Whole transcripts as this process last extended them, by session, with the version (the
         # model request's step and attempt) that wrote their end: a step whose transcript is that
         # version reads nothing from the database (see ``transcript_in_memory``).
@@ -397,11 +397,13 @@ class SessionStore:
             self._cache.popitem(last=False)
 
     def _upsert(self, table: sa.Table, columns: Iterable[str], keys: list[str], when: Any = None) -> Any:
-        # Built once per table: constructing an upsert costs more than running it on SQLite.
-        statement = self._upserts.get(table.name)
+        # Built once per table and key (each table has one upsert form): constructing an upsert
+        # costs more than running it on SQLite.
+        cache_key = (table.name, *keys)
+        statement = self._upserts.get(cache_key)
         if statement is None:
             statement = upsert_statement(self.engine.dialect.name, table, columns, keys, when)
-            self._upserts[table.name] = statement
+            self._upserts[cache_key] = statement
         return statement
 
     def _safe_url(self) -> str:
@@ -417,11 +419,20 @@ async def call_store(engine: Engine, fn: Callable[..., T], *args: Any, **kwargs:
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-def upsert_statement(dialect: str, table: sa.Table, columns: Iterable[str], keys: list[str], when: Any) -> Any:
+def upsert_statement(
+    dialect: str,
+    table: sa.Table,
+    columns: Iterable[str],
+    keys: list[str],
+    when: Any,
+    *,
+    update: Iterable[str] | None = None,
+) -> Any:
     """INSERT a row of ``columns``; on a ``keys`` conflict, update the other columns where
     ``when(old, new)`` holds (``when=None``: keep the existing row). One statement on SQLite and
-    PostgreSQL alike. It carries no values: execute it with a row, or a list of rows, as parameters,
-    so one compiled statement serves every call."""
+    PostgreSQL alike. ``update`` narrows which columns a conflict updates (default: all but the
+    keys). It carries no values: execute it with a row, or a list of rows, as parameters, so one
+    compiled statement serves every call."""
     insert: Any
     if dialect == "sqlite":
         insert = sqlite.insert(table)
@@ -429,7 +440,7 @@ def upsert_statement(dialect: str, table: sa.Table, columns: Iterable[str], keys
         insert = postgresql.insert(table)
     else:  # pragma: no cover - guarded by config validation
         raise ValueError(f"unsupported database dialect {dialect!r}: use sqlite or postgresql")
-    updates = {k: insert.excluded[k] for k in columns if k not in keys}
+    updates = {k: insert.excluded[k] for k in (columns if update is None else update) if k not in keys}
     if not updates or when is None:
         return insert.on_conflict_do_nothing(index_elements=keys)
     return insert.on_conflict_do_update(index_elements=keys, set_=updates, where=when(table.c, insert.excluded))

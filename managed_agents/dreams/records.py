@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from managed_agents.dreams.tables import dream_schedule_state, dream_stage_results, session_index, session_index_stores
 from managed_agents.migrations import ensure_schema
@@ -62,7 +61,7 @@ class DreamRecords:
         dialect = self.engine.dialect.name
         row = {"session_id": session_id, "created_at": finished_at, "finished_at": finished_at}
         with self.engine.begin() as conn:
-            conn.execute(_upsert_finished(dialect, row))
+            conn.execute(_upsert_finished(dialect, row), row)
             links = [{"memory_store_id": store_id, "session_id": session_id} for store_id in memory_store_ids]
             if links:
                 conn.execute(
@@ -129,11 +128,13 @@ class DreamRecords:
 
 def _upsert_finished(dialect: str, row: dict[str, Any]) -> Any:
     """Insert the session, or move its ``finished_at`` forward (never back; ``created_at`` stays)."""
-    insert: Any = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(session_index).values(**row)
-    return insert.on_conflict_do_update(
-        index_elements=["session_id"],
-        set_={"finished_at": insert.excluded.finished_at},
-        where=insert.excluded.finished_at > session_index.c.finished_at,
+    return upsert_statement(
+        dialect,
+        session_index,
+        row,
+        ["session_id"],
+        lambda old, new: new.finished_at > old.finished_at,
+        update=["finished_at"],
     )
 
 
