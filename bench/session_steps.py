@@ -208,6 +208,10 @@ class MockProcess:
     def count(self) -> int:
         return int(self.served.value)
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
     def stop(self) -> None:
         if self._proc.pid is None:
             return
@@ -341,10 +345,67 @@ class RunResult:
     ok: bool
     error: str = ""
     workflow_id: str = ""
+    #: CPU seconds each process spent during the run (see ``CpuMeter``)
+    cpu: dict[str, float] | None = None
 
     @property
     def per_step(self) -> float:
         return self.seconds / self.steps
+
+
+class CpuMeter:
+    """CPU seconds (user + system) of the processes a run uses, read from ``/proc``.
+
+    Wall time on two shared cores is noisy; CPU time says which process does more work per step.
+    ``bench`` is this process (the workers, their threads); ``tools`` the tool subprocesses it
+    reaped (bash, bubblewrap); ``mock`` the mock Claude process; ``server`` the Temporal dev server.
+    Empty where ``/proc`` is not there.
+    """
+
+    TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __init__(self, mock_pid: int | None) -> None:
+        self.pids: dict[str, int] = {}
+        if mock_pid:
+            self.pids["mock"] = mock_pid
+        server = self._child_running("start-dev")
+        if server:
+            self.pids["server"] = server
+
+    @staticmethod
+    def _stat(pid: int | str) -> list[str] | None:
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        return raw[raw.rindex(")") + 2 :].split()  # fields after the command name, from field 3
+
+    def _child_running(self, needle: str) -> int | None:
+        for entry in Path("/proc").glob("[0-9]*"):
+            fields = self._stat(entry.name)
+            if fields and int(fields[1]) == os.getpid():
+                with contextlib.suppress(OSError):
+                    if needle in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                        return int(entry.name)
+        return None
+
+    def read(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        own = self._stat("self")
+        if own is None:
+            return out
+        # fields 14-17 of stat: utime, stime, cutime, cstime (here at 11-14)
+        out["bench"] = (int(own[11]) + int(own[12])) / self.TICK
+        out["tools"] = (int(own[13]) + int(own[14])) / self.TICK
+        for name, pid in self.pids.items():
+            fields = self._stat(pid)
+            if fields:
+                out[name] = (int(fields[11]) + int(fields[12])) / self.TICK
+        return out
+
+    @staticmethod
+    def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        return {k: after[k] - before[k] for k in after if k in before}
 
 
 def session_input(text: str, steps: int) -> dict[str, Any]:
@@ -380,6 +441,7 @@ class Bench:
         self.mock = mock
         self.client = client
         self.sdk = anthropic.AsyncAnthropic(api_key=API_KEY, base_url=mock.base_url, max_retries=0)
+        self.cpu = CpuMeter(mock.pid)
         self._engine: Any = None
 
     def engine(self) -> Any:
@@ -686,7 +748,10 @@ class Bench:
             if kind == "plain":
                 return await self.run_plain(steps)
             async with self.workers(kind):
-                return await (self.run_floor(steps) if kind == "floor" else self.run_engine(steps))
+                before = self.cpu.read()
+                result = await (self.run_floor(steps) if kind == "floor" else self.run_engine(steps))
+                result.cpu = CpuMeter.spent(before, self.cpu.read())
+                return result
         except Exception as err:
             traceback.print_exc()
             return RunResult(kind, steps, float("nan"), False, f"{type(err).__name__}: {err}")
@@ -884,6 +949,35 @@ def median_phases(runs: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def cpu_table(results: dict[str, dict[int, list[RunResult]]], step_list: list[int]) -> Any:
+    """Median CPU ms per step of each process, floor vs engine (see ``CpuMeter``)."""
+    from rich.table import Table
+
+    table = Table(title="CPU ms per step by process (median over runs; whole session / steps)")
+    table.add_column("process")
+    for steps in step_list:
+        table.add_column(f"floor @{steps}", justify="right")
+        table.add_column(f"engine @{steps}", justify="right")
+        table.add_column("diff", justify="right")
+    names = sorted({n for k in ("floor", "engine") for rs in results[k].values() for r in rs for n in (r.cpu or {})})
+    for name in (*names, "total"):
+        row = [name]
+        for steps in step_list:
+            pair: list[float | None] = []
+            for kind in ("floor", "engine"):
+                values = [
+                    (sum(r.cpu.values()) if name == "total" else r.cpu.get(name, 0.0)) / r.steps * 1000
+                    for r in results[kind][steps]
+                    if r.ok and r.cpu
+                ]
+                pair.append(statistics.median(values) if values else None)
+            f, e = pair
+            row += ["-" if f is None else f"{f:.1f}", "-" if e is None else f"{e:.1f}"]
+            row.append("-" if f is None or e is None else f"{e - f:+.1f}")
+        table.add_row(*row)
+    return table
+
+
 def phase_table(hist: dict[str, dict[int, dict[str, Any]]], step_list: list[int]) -> Any:
     """Mean ms per step in each phase (see ``StepPhases``), floor vs engine, from their histories."""
     from rich.table import Table
@@ -1058,6 +1152,7 @@ async def amain(args: argparse.Namespace) -> int:
                     k: [round(r.per_step * 1000, 2) if r.ok else None for r in results[k][steps]] for k in KINDS
                 },
                 "engine_over_floor_time": t_ratio,
+                "cpu_seconds_runs": {k: [r.cpu for r in results[k][steps]] for k in ("floor", "engine")},
                 "history_bytes_per_step": {"floor": fb, "engine": eb},
                 "history": {k: hist[k].get(steps) for k in ("floor", "engine")},
             }
@@ -1087,6 +1182,7 @@ async def amain(args: argparse.Namespace) -> int:
             }
         console.print(table)
         console.print(phase_table(hist, args.step_list))
+        console.print(cpu_table(results, args.step_list))
 
         # --- targets ---
         targets: list[tuple[str, bool, str]] = []
