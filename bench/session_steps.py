@@ -19,7 +19,7 @@ contender's workers running only while it runs:
 * ``engine``: the real ``AgentSession`` workflow on the real workers (``build_workers``).
 
 Figures: time per step (wall time of a whole session / steps; medians of ``--reps`` interleaved
-runs, ten times as many at 10 steps) and, for the Temporal contenders, history bytes per step near
+runs, six times as many at 10 steps) and, for the Temporal contenders, history bytes per step near
 step k: (size(k) - size(k-10)) / 10, where size(k) is the serialized size of every history event
 (over all continue-as-new runs) before the (k+1)-th model-request activity was scheduled. From the
 histories' event times, a second table splits a step into its phases (see ``StepPhases``) and
@@ -897,13 +897,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--long", type=int, default=2000, help="steps of the long engine session (0: skip)")
     p.add_argument("--quick", action="store_true", help="steps 10,100 and no long session")
     p.add_argument(
-        "--reps", type=int, default=3, help="interleaved repetitions per session length (medians; x10 at 10 steps)"
+        "--reps", type=int, default=5, help="interleaved repetitions per session length (medians; x6 at 10 steps)"
     )
     p.add_argument(
         "--max-rep-steps",
         type=int,
-        default=1500,
-        help="cap on repetitions: a length runs min(reps, max(1, this // steps)) times (500 steps: 3 times; "
+        default=2500,
+        help="cap on repetitions: a length runs min(reps, max(1, this // steps)) times (500 steps: 5 times; "
         "one run moves by 10%%, as much as the gap it measures)",
     )
     p.add_argument("--latency", type=float, default=0.005, help="mock latency per model call, seconds")
@@ -922,7 +922,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.reps < 1:
         p.error("--reps must be >= 1")
     # Short sessions are over in a second and noisy: they get more runs (10 steps: 10x --reps).
-    args.rep_plan = {n: max(1, min(args.reps * max(1, 100 // n), args.max_rep_steps // n)) for n in args.step_list}
+    args.rep_plan = {n: max(1, min(args.reps * max(1, 60 // n), args.max_rep_steps // n)) for n in args.step_list}
     return args
 
 
@@ -947,6 +947,13 @@ def median_phases(runs: list[dict[str, float]]) -> dict[str, float]:
     out = {k: round(statistics.median(r[k] for r in runs if k in r), 2) for k in runs[0]}
     out["step"] = round(statistics.median(sum(r[k] for k in StepPhases.KEYS) for r in runs), 2)
     return out
+
+
+def paired_ratios(results: dict[str, dict[int, list[RunResult]]], steps: int) -> list[float]:
+    """Engine/floor time per step for each repetition: the two ran back to back, so a slow spell of
+    the machine (these runs drift by several percent over minutes) weighs on both alike."""
+    pairs = zip(results["floor"][steps], results["engine"][steps], strict=False)
+    return [e.per_step / f.per_step for f, e in pairs if f.ok and e.ok]
 
 
 def cpu_table(results: dict[str, dict[int, list[RunResult]]], step_list: list[int]) -> Any:
@@ -1110,6 +1117,7 @@ async def amain(args: argparse.Namespace) -> int:
             "floor ms/step",
             "engine ms/step",
             "engine/floor",
+            "paired runs: median (range)",
             "floor B/step",
             "engine B/step",
             "engine/floor B",
@@ -1132,12 +1140,14 @@ async def amain(args: argparse.Namespace) -> int:
             fb, eb = bps("floor", steps), bps("engine", steps)
             eh = hist["engine"].get(steps) or {}
             t_ratio, b_ratio = ratio(e, f), ratio(eb, fb)
+            paired = paired_ratios(results, steps)
             table.add_row(
                 str(steps),
                 fmt_ms(p),
                 fmt_ms(f),
                 fmt_ms(e),
                 f"{t_ratio:.2f}x" if t_ratio else "-",
+                f"{statistics.median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f})" if paired else "-",
                 fmt_bytes(fb),
                 fmt_bytes(eb),
                 f"{b_ratio:.2f}x" if b_ratio else "-",
@@ -1152,6 +1162,7 @@ async def amain(args: argparse.Namespace) -> int:
                     k: [round(r.per_step * 1000, 2) if r.ok else None for r in results[k][steps]] for k in KINDS
                 },
                 "engine_over_floor_time": t_ratio,
+                "engine_over_floor_time_paired": [round(x, 3) for x in paired],
                 "cpu_seconds_runs": {k: [r.cpu for r in results[k][steps]] for k in ("floor", "engine")},
                 "history_bytes_per_step": {"floor": fb, "engine": eb},
                 "history": {k: hist[k].get(steps) for k in ("floor", "engine")},
