@@ -57,7 +57,7 @@ with workflow.unsafe.imports_passed_through():
     import time
     import traceback
     import uuid
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
     from dataclasses import dataclass
     from datetime import timedelta
     from pathlib import Path
@@ -956,56 +956,67 @@ def paired_ratios(results: dict[str, dict[int, list[RunResult]]], steps: int) ->
     return [e.per_step / f.per_step for f, e in pairs if f.ok and e.ok]
 
 
-def cpu_table(results: dict[str, dict[int, list[RunResult]]], step_list: list[int]) -> Any:
-    """Median CPU ms per step of each process, floor vs engine (see ``CpuMeter``)."""
+def floor_vs_engine_table(
+    title: str, step_list: list[int], rows: list[tuple[str, Callable[[str, int], float | None]]]
+) -> Any:
+    """One row per figure, a floor / engine / diff column triple per session length."""
     from rich.table import Table
 
-    table = Table(title="CPU ms per step by process (median over runs; whole session / steps)")
-    table.add_column("process")
+    table = Table(title=title)
+    table.add_column("")
     for steps in step_list:
         table.add_column(f"floor @{steps}", justify="right")
         table.add_column(f"engine @{steps}", justify="right")
         table.add_column("diff", justify="right")
-    names = sorted({n for k in ("floor", "engine") for rs in results[k].values() for r in rs for n in (r.cpu or {})})
-    for name in (*names, "total"):
-        row = [name]
+    for label, value in rows:
+        row = [label]
         for steps in step_list:
-            pair: list[float | None] = []
-            for kind in ("floor", "engine"):
-                values = [
-                    (sum(r.cpu.values()) if name == "total" else r.cpu.get(name, 0.0)) / r.steps * 1000
-                    for r in results[kind][steps]
-                    if r.ok and r.cpu
-                ]
-                pair.append(statistics.median(values) if values else None)
-            f, e = pair
+            f, e = value("floor", steps), value("engine", steps)
             row += ["-" if f is None else f"{f:.1f}", "-" if e is None else f"{e:.1f}"]
             row.append("-" if f is None or e is None else f"{e - f:+.1f}")
         table.add_row(*row)
     return table
+
+
+def cpu_table(results: dict[str, dict[int, list[RunResult]]], step_list: list[int]) -> Any:
+    """Median CPU ms per step of each process, floor vs engine (see ``CpuMeter``)."""
+
+    def median_cpu(name: str) -> Callable[[str, int], float | None]:
+        def value(kind: str, steps: int) -> float | None:
+            values = [
+                (sum(r.cpu.values()) if name == "total" else r.cpu.get(name, 0.0)) / r.steps * 1000
+                for r in results[kind][steps]
+                if r.ok and r.cpu
+            ]
+            return statistics.median(values) if values else None
+
+        return value
+
+    names = sorted({n for k in ("floor", "engine") for rs in results[k].values() for r in rs for n in (r.cpu or {})})
+    return floor_vs_engine_table(
+        "CPU ms per step by process (median over runs; whole session / steps)",
+        step_list,
+        [(name, median_cpu(name)) for name in (*names, "total")],
+    )
 
 
 def phase_table(hist: dict[str, dict[int, dict[str, Any]]], step_list: list[int]) -> Any:
     """Mean ms per step in each phase (see ``StepPhases``), floor vs engine, from their histories."""
-    from rich.table import Table
 
-    table = Table(title="Where a step's time goes (mean ms per step from history event times, median over runs)")
-    table.add_column("phase")
-    for steps in step_list:
-        table.add_column(f"floor @{steps}", justify="right")
-        table.add_column(f"engine @{steps}", justify="right")
-        table.add_column("diff", justify="right")
+    def phase(key: str) -> Callable[[str, int], float | None]:
+        def value(kind: str, steps: int) -> float | None:
+            return ((hist[kind].get(steps) or {}).get("phases_ms") or {}).get(key)
+
+        return value
+
     labels = {"step": "= step (sum of the above)", "session_start": "session_start (ms, once)"}
     labels["session_end"] = "session_end (ms, once)"
-    for key in (*StepPhases.KEYS, "step", "wft_wait", "wft_run", "session_start", "session_end"):
-        row = [labels.get(key, key)]
-        for steps in step_list:
-            f = ((hist["floor"].get(steps) or {}).get("phases_ms") or {}).get(key)
-            e = ((hist["engine"].get(steps) or {}).get("phases_ms") or {}).get(key)
-            row += ["-" if f is None else f"{f:.1f}", "-" if e is None else f"{e:.1f}"]
-            row.append("-" if f is None or e is None else f"{e - f:+.1f}")
-        table.add_row(*row)
-    return table
+    keys = (*StepPhases.KEYS, "step", "wft_wait", "wft_run", "session_start", "session_end")
+    return floor_vs_engine_table(
+        "Where a step's time goes (mean ms per step from history event times, median over runs)",
+        step_list,
+        [(labels.get(key, key), phase(key)) for key in keys],
+    )
 
 
 async def amain(args: argparse.Namespace) -> int:
