@@ -957,13 +957,13 @@ def paired_ratios(results: dict[str, dict[int, list[RunResult]]], steps: int) ->
 
 
 def floor_vs_engine_table(
-    title: str, step_list: list[int], rows: list[tuple[str, Callable[[str, int], float | None]]]
+    title: str, header: str, step_list: list[int], rows: list[tuple[str, Callable[[str, int], float | None]]]
 ) -> Any:
     """One row per figure, a floor / engine / diff column triple per session length."""
     from rich.table import Table
 
     table = Table(title=title)
-    table.add_column("")
+    table.add_column(header)
     for steps in step_list:
         table.add_column(f"floor @{steps}", justify="right")
         table.add_column(f"engine @{steps}", justify="right")
@@ -995,6 +995,7 @@ def cpu_table(results: dict[str, dict[int, list[RunResult]]], step_list: list[in
     names = sorted({n for k in ("floor", "engine") for rs in results[k].values() for r in rs for n in (r.cpu or {})})
     return floor_vs_engine_table(
         "CPU ms per step by process (median over runs; whole session / steps)",
+        "process",
         step_list,
         [(name, median_cpu(name)) for name in (*names, "total")],
     )
@@ -1014,6 +1015,7 @@ def phase_table(hist: dict[str, dict[int, dict[str, Any]]], step_list: list[int]
     keys = (*StepPhases.KEYS, "step", "wft_wait", "wft_run", "session_start", "session_end")
     return floor_vs_engine_table(
         "Where a step's time goes (mean ms per step from history event times, median over runs)",
+        "phase",
         step_list,
         [(labels.get(key, key), phase(key)) for key in keys],
     )
