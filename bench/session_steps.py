@@ -354,53 +354,34 @@ class RunResult:
 
 
 class CpuMeter:
-    """CPU seconds (user + system) of the processes a run uses, read from ``/proc``.
+    """CPU seconds (user + system) of the processes a run uses.
 
     Wall time on two shared cores is noisy; CPU time says which process does more work per step.
     ``bench`` is this process (the workers, their threads); ``tools`` the tool subprocesses it
     reaped (bash, bubblewrap); ``mock`` the mock Claude process; ``server`` the Temporal dev server.
-    Empty where ``/proc`` is not there.
     """
 
-    TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
     def __init__(self, mock_pid: int | None) -> None:
-        self.pids: dict[str, int] = {}
+        import psutil
+
+        self.own = psutil.Process()
+        self.others: dict[str, Any] = {}
         if mock_pid:
-            self.pids["mock"] = mock_pid
-        server = self._child_running("start-dev")
-        if server:
-            self.pids["server"] = server
-
-    @staticmethod
-    def _stat(pid: int | str) -> list[str] | None:
-        try:
-            raw = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return None
-        return raw[raw.rindex(")") + 2 :].split()  # fields after the command name, from field 3
-
-    def _child_running(self, needle: str) -> int | None:
-        for entry in Path("/proc").glob("[0-9]*"):
-            fields = self._stat(entry.name)
-            if fields and int(fields[1]) == os.getpid():
-                with contextlib.suppress(OSError):
-                    if needle in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                        return int(entry.name)
-        return None
+            self.others["mock"] = psutil.Process(mock_pid)
+        for child in self.own.children():
+            with contextlib.suppress(psutil.Error):
+                if "start-dev" in child.cmdline():
+                    self.others["server"] = child
 
     def read(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        own = self._stat("self")
-        if own is None:
-            return out
-        # fields 14-17 of stat: utime, stime, cutime, cstime (here at 11-14)
-        out["bench"] = (int(own[11]) + int(own[12])) / self.TICK
-        out["tools"] = (int(own[13]) + int(own[14])) / self.TICK
-        for name, pid in self.pids.items():
-            fields = self._stat(pid)
-            if fields:
-                out[name] = (int(fields[11]) + int(fields[12])) / self.TICK
+        import psutil
+
+        own = self.own.cpu_times()
+        out = {"bench": own.user + own.system, "tools": own.children_user + own.children_system}
+        for name, process in self.others.items():
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                out[name] = times.user + times.system
         return out
 
     @staticmethod
@@ -904,7 +885,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=2500,
         help="cap on repetitions: a length runs min(reps, max(1, this // steps)) times (500 steps: 5 times; "
-        "one run moves by 10%%, as much as the gap it measures)",
+        "one run moves by up to 15%%, more than the gap it measures)",
     )
     p.add_argument("--latency", type=float, default=0.005, help="mock latency per model call, seconds")
     p.add_argument(
@@ -921,7 +902,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--steps: every session length must be >= {WINDOW}")
     if args.reps < 1:
         p.error("--reps must be >= 1")
-    # Short sessions are over in a second and noisy: they get more runs (10 steps: 10x --reps).
+    # Short sessions are over in a second and noisy: they get more runs (10 steps: 6x --reps).
     args.rep_plan = {n: max(1, min(args.reps * max(1, 60 // n), args.max_rep_steps // n)) for n in args.step_list}
     return args
 
