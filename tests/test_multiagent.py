@@ -111,7 +111,9 @@ async def test_follow_up_to_an_idle_thread_keeps_its_history(harness) -> None:
         Turn.tool_use("wait_for_agents", {}),
         Turn.text("done"),
     )
-    harness.mock.script_for(task, Turn.text("there are 3"), Turn.text("doubled: 6"))
+    # The thread's first answer takes a while, so the coordinator is still waiting for it when the
+    # test reads the new thread's id (it can run through its whole script in well under a second).
+    harness.mock.script_for(task, Fault.slow(1.5, Turn.text("there are 3")), Turn.text("doubled: 6"))
     # The coordinator learns the thread id from create_agent's result; patch it into the script.
     send_turn = next(t for t in harness.mock._keyed[m] if t.content[0].get("name") == "send_to_agent")
     handle = await harness.sessions.create(coordinator_input(m, [specialist("counter")]))
