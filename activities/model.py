@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,9 @@ from managed_agents.store import SessionStore
 ModelClientFactory = Callable[[str], anthropic.AsyncAnthropic]
 
 RETRY_SIGNAL = "model_request_retrying"
+#: how often a pipelined request looks in the store for tool results stored by another process
+FIRST_POLL_SECONDS = 0.05
+MAX_POLL_SECONDS = 0.25
 
 log = get_logger("managed_agents.model")
 
@@ -62,6 +66,10 @@ class ModelActivities:
         )
         agent = await self._agent(inp.agent_ref, inp.agent)
         new = [m.model_dump() for m in inp.new_messages]
+        used: dict[str, int] = {}
+        if inp.await_tool_results:
+            used = await self._await_tool_results(inp.session_id, inp.await_tool_results)
+            new = [_name_attempts(m, used) for m in new]
         # Usually the transcript this worker left after the previous step: no store round trip.
         messages = self.store.transcript_in_memory(inp.session_id, inp.transcript_len, new, inp.transcript_version)
         if messages is None:
@@ -104,7 +112,28 @@ class ModelActivities:
             transcript_len=length + 1,
             transcript_version=version,
             cleared_before=cleared,
+            tool_result_attempts=used,
         )
+
+    async def _await_tool_results(self, session_id: str, tool_use_ids: list[str]) -> dict[str, int]:
+        """Wait until the results of a pipelined request's tool calls are stored; which attempt
+        wrote each. A sandbox in this process wakes the wait the moment it stores one; a sandbox
+        elsewhere is seen by polling the store. The workflow cancels the wait if a tool call fails
+        (heartbeats carry the cancellation)."""
+        delay = FIRST_POLL_SECONDS
+        async with heartbeating():
+            with self.store.tool_result_waiter(session_id) as stored:
+                while True:
+                    found = self.store.held_tool_result_attempts(session_id, tool_use_ids)
+                    missing = [i for i in tool_use_ids if i not in found]
+                    if missing:
+                        found |= await self.store.call(self.store.stored_tool_result_attempts, session_id, missing)
+                    if len(found) == len(tool_use_ids):
+                        return found
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stored.wait(), delay)
+                    stored.clear()
+                    delay = min(delay * 2, MAX_POLL_SECONDS)
 
     async def _agent(self, ref: str, inline: dict[str, Any] | None) -> AgentDefinition:
         # Held only once it is in the store (read from it, or written here): a later request that
@@ -153,6 +182,17 @@ class ModelActivities:
             await activity.client().get_workflow_handle(session_id).signal(RETRY_SIGNAL, notice)
         except Exception as err:  # the notice is informational; the retry happens regardless
             log.warning("could not notify session of retry", session_id=session_id, error=str(err))
+
+
+def _name_attempts(message: dict[str, Any], attempts: dict[str, int]) -> dict[str, Any]:
+    """Name the attempt a pipelined request found for each tool result it references."""
+    content = [
+        {**block, "attempt": attempts[block["tool_use_id"]]}
+        if block.get("type") == "tool_result_ref" and block.get("attempt") is None and block["tool_use_id"] in attempts
+        else block
+        for block in message["content"]
+    ]
+    return {**message, "content": content}
 
 
 def _usage(usage: anthropic.types.Usage) -> RequestUsage:

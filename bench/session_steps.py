@@ -797,6 +797,10 @@ class StepPhases:
     activity waiting (``tool_wait``) and running (``tool_run``); the brain again up to the next
     model activity (``brain_after_tool``). Workflow tasks are also split into their dispatch
     (``wft_wait``) and their run on the worker (``wft_run``), summed per step.
+
+    The engine pipelines its model requests: the next one is scheduled with the tool calls and
+    starts as their results are stored. Its ``model_wait`` and ``model_run`` count from the tools'
+    completion, and it has no ``brain_after_tool``: the phases still add up to the step.
     """
 
     KEYS = ("model_wait", "model_run", "brain_after_model", "tool_wait", "tool_run", "brain_after_tool")
@@ -819,6 +823,7 @@ class StepPhases:
         wft_scheduled = wft_started = None
         last_done: tuple[str, float] | None = None  # the previous activity's kind and completion time
         last_model_done: float | None = None
+        last_tool_done = 0.0
         for event in events:
             t = at(event)
             if event.HasField("workflow_execution_started_event_attributes") and self._started_at is None:
@@ -849,10 +854,15 @@ class StepPhases:
                 sid = event.activity_task_completed_event_attributes.scheduled_event_id
                 kind, sched_at = scheduled.get(sid, ("other", t))
                 if kind in ("model", "tool") and sid in started:
-                    self.sums[f"{kind}_wait"] += started[sid] - sched_at
-                    self.sums[f"{kind}_run"] += t - started[sid]
+                    # A pipelined model request is scheduled (and starts waiting) with its tools:
+                    # its phases begin when the last of them completed.
+                    begin = max(sched_at, last_tool_done) if kind == "model" else sched_at
+                    start = max(started[sid], begin)
+                    self.sums[f"{kind}_wait"] += start - begin
+                    self.sums[f"{kind}_run"] += t - start
                     if kind == "tool":
                         self.steps += 1
+                        last_tool_done = t
                 if kind == "model":
                     last_model_done = t
                 last_done = (kind, t)

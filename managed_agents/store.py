@@ -13,6 +13,7 @@ a later attempt committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections import OrderedDict
@@ -108,6 +109,8 @@ class SessionStore:
         # Tool results this process stored, by (session, tool_use_id, attempt), until the next
         # model request takes them into its transcript (see ``transcript_in_memory``).
         self._held_results: OrderedDict[tuple[str, str, int | None], dict[str, Any]] = OrderedDict()
+        # Model requests of this process waiting for a session's tool results (``tool_result_waiter``).
+        self._result_waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -175,6 +178,45 @@ class SessionStore:
             self._held_results[(session_id, tool_use_id, attempt)] = block
             while len(self._held_results) > HELD_TOOL_RESULTS:
                 self._held_results.popitem(last=False)
+            waiters = list(self._result_waiters.get(session_id, ()))
+        for loop, stored in waiters:  # (this may run in a thread: the waiter's loop sets its event)
+            loop.call_soon_threadsafe(stored.set)
+
+    @contextlib.contextmanager
+    def tool_result_waiter(self, session_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever this process stores a tool result of ``session_id``; register it
+        before looking for a result, so one stored in between is not missed."""
+        entry = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._result_waiters.setdefault(session_id, []).append(entry)
+        try:
+            yield entry[1]
+        finally:
+            with self._lock:
+                waiters = self._result_waiters[session_id]
+                waiters.remove(entry)
+                if not waiters:
+                    del self._result_waiters[session_id]
+
+    def held_tool_result_attempts(self, session_id: str, tool_use_ids: Iterable[str]) -> dict[str, int]:
+        """The newest attempt of each of these tool results that this process stored and still holds."""
+        wanted = set(tool_use_ids)
+        found: dict[str, int] = {}
+        with self._lock:
+            for held_session, tool_use_id, attempt in self._held_results:
+                if held_session == session_id and tool_use_id in wanted and attempt is not None:
+                    found[tool_use_id] = max(attempt, found.get(tool_use_id, attempt))
+        return found
+
+    def stored_tool_result_attempts(self, session_id: str, tool_use_ids: list[str]) -> dict[str, int]:
+        """Which attempt wrote each of these tool results in the store (absent: none stored yet)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(tool_results.c.tool_use_id, tool_results.c.attempt).where(
+                    tool_results.c.session_id == session_id, tool_results.c.tool_use_id.in_(tool_use_ids)
+                )
+            ).all()
+        return {r.tool_use_id: int(r.attempt) for r in rows}
 
     def _tool_results(self, conn: sa.Connection, session_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         if not ids:

@@ -23,8 +23,10 @@ from tests.helpers import agent, marker, session_input
 from workflows.session import AgentSession
 
 HISTORIES = Path(__file__).parent / "histories"
-#: Today's recording (fast start, batched bookkeeping); older ones stay, so sessions started on them still replay.
-RECORDED = HISTORIES / "session_tools_confirm_retry.batched-bookkeeping-v1.json"
+#: Today's recording (fast start, batched bookkeeping, pipelined model requests: the request after
+#: ``echo hi`` is scheduled with it and retried after a 529); older ones stay, so sessions started
+#: on them still replay.
+RECORDED = HISTORIES / "session_tools_confirm_retry.pipelined-model-request-v1.json"
 #: Event ids derive from the session (workflow) id, so the recording uses a fixed one.
 RECORDED_ID = "sesn_replay_fixture_tools_confirm_retry"
 

@@ -9,6 +9,7 @@ Events go in through the ``send_events`` update and come out through the ``sessi
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -68,6 +69,9 @@ PARALLEL_START_PATCH = "parallel-start-v1"
 FAST_START_PATCH = "fast-start-v1"
 #: sessions whose workspace could not be prepared before this patch failed without a session.error
 PROVISION_FAILURE_PATCH = "provision-failure-v1"
+#: sessions started before this patch scheduled each model request after the tool calls it answers
+PIPELINE_PATCH = "pipelined-model-request-v1"
+TOOL_START_TO_CLOSE_SECONDS = 660
 MAX_EVENT_PAGE = 1000
 MAX_UPDATE_BYTES = 1_000_000
 
@@ -85,6 +89,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
         self._signal_tasks = []
         self._waiting_for = set()
         self._provisioning = None
+        self._pipelined: _Pipelined | None = None
         info = workflow.info()
         try:
             if not isinstance(raw, dict):
@@ -478,6 +483,8 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
         if s.pending_actions:
             await self._settle_actions()
         while True:
+            if self._pipelined is not None and not self._pipelined_still_wanted():
+                await self._drop_pipelined()
             if s.interrupt_requested:
                 self._idle("end_turn")
                 return None
@@ -495,9 +502,10 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             if self._budget_reached():
                 self._idle("budget_reached")
                 return None
-            if workflow.info().is_continue_as_new_suggested():
-                await self._continue_as_new()
+            if self._pipelined is None and workflow.info().is_continue_as_new_suggested():
+                await self._continue_as_new()  # (never with a request in flight: none is pipelined then)
             if not await self._start_pending_outcome():
+                await self._drop_pipelined()
                 self._idle("end_turn")
                 return None
             self._deliver_thread_results()
@@ -531,45 +539,33 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
 
     async def _request_model(self) -> ModelRequestResult | None:
         s = self._s
-        opts = s.params.options
-        sent = len(s.pending_content)
-        new_messages = []
-        if not sent:  # nothing new to say: the transcript already ends with the agent's answer
-            self._idle("end_turn")
-            return None
-        new_messages.append(TranscriptMessage(role="user", content=order_user_blocks(list(s.pending_content))))
-        inp = ModelRequestInput(
-            session_id=s.session_id,
-            agent_ref=s.agent_ref or "",
-            agent=s.params.agent_definition.model_dump(mode="json") if s.agent_inline else None,
-            model=s.params.agent_definition.model_id,
-            max_tokens=opts.max_tokens,
-            step=s.step + 1,
-            turn=s.turn,
-            transcript_len=s.transcript_len,
-            transcript_version=s.transcript_version,
-            new_messages=new_messages,
-            context_window_tokens=opts.context_window_tokens,
-            cleared_before=s.cleared_before,
-            max_attempts=opts.max_model_attempts,
-            memory_ref=s.memory_ref,
-        )
-        start = self._emit("span.model_request_start")
-        try:
-            check_payload_size(inp, "model request")
-        except PayloadTooLargeError as err:
-            self._emit(
-                "span.model_request_end", model_request_start_id=start["id"], is_error=True, model_usage=_zero_usage()
-            )
-            self._fail_turn("unknown_error", err.message)
-            return None
-        s.step += 1
-        handle = workflow.start_activity(
-            MODEL_ACTIVITY,
-            inp,
-            result_type=ModelRequestResult,
-            **self._model_call_options(),
-        )
+        pipelined, self._pipelined = self._pipelined, None
+        if pipelined is not None:
+            start = self._emit("span.model_request_start")  # its tool results are in: it is under way
+            handle = pipelined.handle
+            sent: list[dict[str, Any]] = [
+                b for b in s.pending_content if b.get("type") == "tool_result_ref" and b["tool_use_id"] in pipelined.ids
+            ]
+        else:
+            sent = list(s.pending_content)
+            if not sent:  # nothing new to say: the transcript already ends with the agent's answer
+                self._idle("end_turn")
+                return None
+            new_messages = [TranscriptMessage(role="user", content=order_user_blocks(sent))]
+            inp = self._model_request_input(new_messages)
+            start = self._emit("span.model_request_start")
+            try:
+                check_payload_size(inp, "model request")
+            except PayloadTooLargeError as err:
+                self._emit(
+                    "span.model_request_end",
+                    model_request_start_id=start["id"],
+                    is_error=True,
+                    model_usage=_zero_usage(),
+                )
+                self._fail_turn("unknown_error", err.message)
+                return None
+            handle = self._start_model_request(inp)
         await workflow.wait_condition(lambda: handle.done() or s.interrupt_requested)
         await cancel_unless_done(handle)
         try:
@@ -586,7 +582,18 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             message = cause.message if isinstance(cause, ApplicationError) else str(err)
             self._fail_turn(error_type, message)
             return None
-        del s.pending_content[:sent]
+        if pipelined is not None and result.tool_result_attempts != {b["tool_use_id"]: b.get("attempt") for b in sent}:
+            # It sent a result from a tool attempt whose completion Temporal then rejected (its worker
+            # was presumed lost, and a later attempt's result is the one in the event log). Its
+            # reply answers results the session never saw: ask again with the accepted ones.
+            self._add_usage(result.usage, result.cost_nanos, result.model)  # (it was paid for)
+            self._emit(
+                "span.model_request_end", model_request_start_id=start["id"], is_error=True, model_usage=_zero_usage()
+            )
+            workflow.logger.warning("pipelined request sent another attempt's tool result; asking again")
+            return await self._request_model()
+        taken = {id(b) for b in sent}
+        s.pending_content = [b for b in s.pending_content if id(b) not in taken]
         s.agent_inline = False  # stored by this request
         s.transcript_len = result.transcript_len
         s.transcript_version = result.transcript_version
@@ -606,6 +613,94 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             ),
         )
         return result
+
+    def _model_request_input(
+        self, new_messages: list[TranscriptMessage], await_tool_results: list[str] | None = None
+    ) -> ModelRequestInput:
+        s = self._s
+        opts = s.params.options
+        return ModelRequestInput(
+            session_id=s.session_id,
+            agent_ref=s.agent_ref or "",
+            agent=s.params.agent_definition.model_dump(mode="json") if s.agent_inline else None,
+            model=s.params.agent_definition.model_id,
+            max_tokens=opts.max_tokens,
+            step=s.step + 1,
+            turn=s.turn,
+            transcript_len=s.transcript_len,
+            transcript_version=s.transcript_version,
+            new_messages=new_messages,
+            context_window_tokens=opts.context_window_tokens,
+            cleared_before=s.cleared_before,
+            max_attempts=opts.max_model_attempts,
+            memory_ref=s.memory_ref,
+            await_tool_results=await_tool_results or [],
+        )
+
+    def _start_model_request(self, inp: ModelRequestInput, *, waits_for_tools: bool = False) -> Any:
+        self._s.step += 1
+        options = self._model_call_options()
+        if waits_for_tools:  # its clock runs while the tools do
+            options["start_to_close_timeout"] += timedelta(seconds=TOOL_START_TO_CLOSE_SECONDS)
+        return workflow.start_activity(MODEL_ACTIVITY, inp, result_type=ModelRequestResult, **options)
+
+    # --- pipelined model requests ---------------------------------------------------------------------
+    #
+    # A step is a model request, then the tool calls it asks for, then the next model request with
+    # their results. Scheduled one after the other, the next request waits for a workflow task
+    # after the tools finish. When nothing but those results can go into it, the session schedules
+    # it with the tools instead: the model activity waits for the results in the store and starts
+    # the moment the sandbox stores them, while Temporal reports the tools' completion.
+
+    def _can_pipeline(self) -> bool:
+        s = self._s
+        outcome = s.active_outcome
+        return (
+            s.params.options.pipeline_model_requests
+            and not s.pending_content  # a message that arrived meanwhile goes with the results
+            and not s.interrupt_requested
+            and s.turn_steps < s.params.options.max_steps_per_turn
+            and not self._budget_reached()
+            and not workflow.info().is_continue_as_new_suggested()
+            and (outcome is None or outcome.result != "pending")
+            and s.params.agent_definition.multiagent is None  # thread results join a coordinator's requests
+            # A budget shared with other threads can run out while the tools run, and an activity
+            # learns of its cancellation only at its next heartbeat: too late to stop the request.
+            and not (s.thread_context is not None and s.thread_context.report_usage)
+            and workflow.patched(PIPELINE_PATCH)
+        )
+
+    def _start_pipelined(self, tool_use_ids: list[str]) -> None:
+        refs = [{"type": "tool_result_ref", "tool_use_id": i} for i in tool_use_ids]
+        inp = self._model_request_input([TranscriptMessage(role="user", content=refs)], tool_use_ids)
+        try:
+            check_payload_size(inp, "model request")
+        except PayloadTooLargeError:
+            return  # the request made after the tools reports it
+        self._pipelined = _Pipelined(handle=self._start_model_request(inp, waits_for_tools=True), ids=set(tool_use_ids))
+
+    def _pipelined_still_wanted(self) -> bool:
+        """The pipelined request is still the request the session would make now."""
+        s = self._s
+        assert self._pipelined is not None
+        refs = {b["tool_use_id"] for b in s.pending_content if b.get("type") == "tool_result_ref"}
+        return (
+            self._pipelined.ids <= refs  # every tool call it waits for succeeded (none was answered inline)
+            and not s.interrupt_requested
+            and s.turn_steps < s.params.options.max_steps_per_turn
+            and not self._budget_reached()
+        )
+
+    async def _drop_pipelined(self) -> None:
+        pipelined, self._pipelined = self._pipelined, None
+        if pipelined is None:
+            return
+        await cancel_unless_done(pipelined.handle)
+        try:
+            result = pipelined.handle.result()
+        except (ActivityError, CancelledError, asyncio.CancelledError):
+            return
+        self._add_usage(result.usage, result.cost_nanos, result.model)  # answered before the cancel: paid for
 
     def _emit_response(self, result: ModelRequestResult) -> list[tuple[str, dict[str, Any]]]:
         """Turn the model's content into events; return the tool calls as (event id, block)."""
@@ -684,7 +779,8 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
                 )
             else:
                 run_now.append((event_id_, block))
-        await self._run_tools(run_now)
+        pipeline = len(run_now) == len(tool_uses) and self._can_pipeline()
+        await self._run_tools(run_now, pipeline=pipeline)
         if delegation:
             await self._run_coordinator_tools(delegation)
 
@@ -714,7 +810,8 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
                 )
         await self._run_tools(run_now)
 
-    async def _run_tools(self, calls: list[tuple[str, dict[str, Any]]]) -> None:
+    async def _run_tools(self, calls: list[tuple[str, dict[str, Any]]], *, pipeline: bool = False) -> None:
+        """Run tool calls on the session's sandbox; ``pipeline``: schedule the next model request with them."""
         if not calls:
             return
         await self._sandbox_ready()
@@ -743,12 +840,14 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
                 inp,
                 result_type=ToolCallResult,
                 task_queue=s.sandbox_queue,
-                start_to_close_timeout=timedelta(seconds=660),
+                start_to_close_timeout=timedelta(seconds=TOOL_START_TO_CLOSE_SECONDS),
                 schedule_to_start_timeout=timedelta(seconds=opts.sandbox_schedule_to_start_seconds),
                 heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_seconds),
                 retry_policy=RetryPolicy(maximum_attempts=opts.max_tool_attempts),
             )
             started.append((event_id_, block, handle))
+        if pipeline and len(started) == len(calls):
+            self._start_pipelined([block["id"] for _, block, _ in started])
         await workflow.wait_condition(lambda: all(h.done() for *_, h in started) or s.interrupt_requested)
         for *_, handle in started:
             if not handle.done():
@@ -813,6 +912,14 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             event_count=s.next_seq,
             threads=[t.summary() for t in s.threads],
         )
+
+
+@dataclass
+class _Pipelined:
+    """A model request scheduled with the tool calls whose results it waits for."""
+
+    handle: Any
+    ids: set[str]
 
 
 def _provision_failure(err: ActivityError, queue: str, wait_seconds: float) -> str:

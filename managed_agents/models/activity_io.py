@@ -62,6 +62,11 @@ class ModelRequestInput(BaseModel):
     memory_ref: str | None = Field(
         None, description="The session's memory mounts (a store blob): the system prompt gets a memory section"
     )
+    await_tool_results: list[str] = Field(
+        default_factory=list,
+        description="A pipelined request, scheduled with the tool calls it answers: it waits until the results "
+        "of these tool_use ids are stored, then sends them (their tool_result_ref blocks name no attempt)",
+    )
 
 
 class ModelRequestResult(BaseModel):
@@ -74,6 +79,10 @@ class ModelRequestResult(BaseModel):
     transcript_len: int
     transcript_version: str | None = Field(None, description="Names the transcript this request left behind")
     cleared_before: int
+    tool_result_attempts: dict[str, int] = Field(
+        default_factory=dict,
+        description="For a pipelined request: which attempt of each awaited tool call wrote the result it sent",
+    )
 
 
 class ModelRetryNotice(BaseModel):

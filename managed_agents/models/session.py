@@ -53,6 +53,11 @@ class SessionOptions(StrictModel):
         description="Estimated prompt size above which the oldest tool results are cleared from context.",
     )
     max_steps_per_turn: int = Field(default=500, ge=1, description="Tool-use rounds before a turn is stopped.")
+    pipeline_model_requests: bool = Field(
+        default=True,
+        description="Schedule the next model request together with the tool calls it answers: it starts the "
+        "moment their results are stored, saving a workflow-task round trip per step.",
+    )
     grader_model: str | None = Field(
         default=None, min_length=1, description="Model of the outcome grader (default: the agent's model)."
     )
