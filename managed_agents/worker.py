@@ -15,11 +15,12 @@ import signal
 from collections.abc import Sequence
 
 from temporalio.client import Client
-from temporalio.worker import PollerBehaviorAutoscaling, Worker
+from temporalio.worker import Interceptor, PollerBehaviorAutoscaling, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.bookkeeping import SessionBookkeepingActivities
 from activities.dream import DreamActivities
+from activities.heartbeat import HeartbeatInterceptor
 from activities.model import ModelActivities, ModelClientFactory
 from activities.outcome import GraderActivities, OutcomeSandboxActivities
 from activities.sandbox import SandboxActivities
@@ -58,9 +59,13 @@ def build_workers(
     *,
     client_factory: ModelClientFactory | None = None,
     store: SessionStore | None = None,
+    interceptors: Sequence[Interceptor] = (),
 ) -> list[Worker]:
+    """The workers for ``settings.role``. ``interceptors`` run inside the heartbeat interceptor
+    that every worker carries (so an activity they slow down still heartbeats)."""
     store = store or SessionStore(settings.resolved_store_url())
     workers: list[Worker] = []
+    chain = [HeartbeatInterceptor(), *interceptors]
     limit = settings.max_concurrent_activities
     # Many sessions (and a coordinator's threads) run at once: let pollers scale with the backlog
     # instead of the SDK's fixed five.
@@ -99,6 +104,7 @@ def build_workers(
                 ],
                 max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
                 max_concurrent_activities=limit,
+                interceptors=chain,
                 **polling,  # type: ignore[arg-type]
             )
         )
@@ -121,6 +127,7 @@ def build_workers(
                 task_queue=sandbox_shared_queue(settings.task_queue),
                 activities=[sandbox.provision],
                 max_concurrent_activities=limit,
+                interceptors=chain,
             )
         )
         workers.append(
@@ -129,6 +136,7 @@ def build_workers(
                 task_queue=sandbox_private_queue(settings.task_queue, settings.sandbox_id),
                 activities=[*sandbox.tool_activities(), outcomes.read_rubric, outcomes.collect_deliverables],
                 max_concurrent_activities=limit,
+                interceptors=chain,
                 activity_task_poller_behavior=PollerBehaviorAutoscaling(),
             )
         )

@@ -238,12 +238,20 @@ class DreamWorkflow:
             ),
         }
 
-    @staticmethod
-    def _quick() -> dict[str, Any]:
-        return {
-            "start_to_close_timeout": timedelta(seconds=120),
-            "retry_policy": RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
-        }
+    def _quick(self) -> dict[str, Any]:
+        assert self._params is not None
+        return _store_call(self._params.options.heartbeat_timeout_seconds)
+
+
+def _store_call(heartbeat_timeout_seconds: float) -> dict[str, Any]:
+    """Options of the stages that only read and write the database. They heartbeat (every worker's
+    HeartbeatInterceptor), so a worker lost mid-stage is noticed within the heartbeat timeout, not
+    after the 120 s a slow database may need."""
+    return {
+        "start_to_close_timeout": timedelta(seconds=120),
+        "heartbeat_timeout": timedelta(seconds=heartbeat_timeout_seconds),
+        "retry_policy": RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
+    }
 
 
 class _DreamFailed(Exception):
@@ -288,8 +296,7 @@ class ScheduledDream:
             "managed_agents.dream.select_sessions",
             SelectSessionsInput(schedule_id=inp.schedule_id, memory_store_id=inp.memory_store_id),
             result_type=SelectSessionsResult,
-            start_to_close_timeout=timedelta(seconds=120),
-            retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
+            **_store_call(inp.options.heartbeat_timeout_seconds),
         )
         if not selected.session_ids:
             since = selected.since.isoformat() if selected.since else "ever"

@@ -47,6 +47,7 @@ class OutcomesMixin(SessionBase):
                 task_queue=s.sandbox_queue,
                 start_to_close_timeout=timedelta(seconds=60),
                 schedule_to_start_timeout=timedelta(seconds=s.params.options.sandbox_schedule_to_start_seconds),
+                heartbeat_timeout=timedelta(seconds=s.params.options.heartbeat_timeout_seconds),
             )
             if read.content is None:
                 self._end_outcome_without_grading(outcome, read.error or "rubric file unavailable")

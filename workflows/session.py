@@ -306,6 +306,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             ),
             result_type=RegisterSessionResult,
             start_to_close_timeout=timedelta(seconds=60),
+            heartbeat_timeout=timedelta(seconds=params.options.heartbeat_timeout_seconds),
         )
         self._s.agent_ref = registered.agent_ref
         self._s.roster_refs = dict(zip(roster, registered.roster_refs, strict=True))
@@ -325,6 +326,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
                 task_queue=queue,
                 # Downloading memory stores takes longer than creating a folder.
                 start_to_close_timeout=timedelta(seconds=300 if memory else 60),
+                heartbeat_timeout=timedelta(seconds=params.options.heartbeat_timeout_seconds),
                 schedule_to_start_timeout=timedelta(seconds=params.options.sandbox_provision_seconds),
             )
         except ActivityError as err:

@@ -15,6 +15,10 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
+#: Every activity here heartbeats (the worker's HeartbeatInterceptor): a worker lost mid-delivery
+#: is noticed within this time, and the POST is retried at once rather than after 60 s.
+HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+
 with workflow.unsafe.imports_passed_through():
     from managed_agents.webhooks.models import (
         DeliverInput,
@@ -35,6 +39,7 @@ class WebhookEvent:
             inp,
             result_type=FanoutResult,
             start_to_close_timeout=timedelta(seconds=30),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
         )
         outcomes = await asyncio.gather(*(self._deliver(inp.event_id, t) for t in fanout.targets))
         return dict(zip((t.endpoint_id for t in fanout.targets), outcomes, strict=True))
@@ -51,6 +56,7 @@ class WebhookEvent:
                 ),
                 result_type=DeliverResult,
                 start_to_close_timeout=timedelta(seconds=60),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 schedule_to_close_timeout=timedelta(seconds=target.retry_window_seconds),
                 # The activity sets each delay itself (jittered); the policy only bounds the attempts.
                 retry_policy=RetryPolicy(
@@ -65,6 +71,7 @@ class WebhookEvent:
                 "managed_agents.webhooks.give_up",
                 GiveUpInput(event_id=event_id, endpoint_id=target.endpoint_id, last_error=str(cause)),
                 start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
             )
             return "gave_up"
         return result.outcome
