@@ -24,11 +24,11 @@ from managed_agents.memory_cli import memory_app
 from managed_agents.models.session import SessionCreateParams
 from managed_agents.render import render_event, session_table
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(rich_markup_mode="markdown", help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(memory_app, name="memory")
 app.add_typer(dream_app, name="dream")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # errors are never cut mid-path
 T = TypeVar("T")
 
 Address = Annotated[str | None, typer.Option(envvar="TEMPORAL_ADDRESS", help="Temporal host:port")]
@@ -66,19 +66,30 @@ async def _follow(handle: SessionHandle, after_seq: int = -1) -> None:
 
 @app.command()
 def demo(
-    data_dir: Annotated[Path, typer.Option(help="Where the dev server's SQLite file and workspaces live")] = Path(
-        ".managed-agents/demo"
-    ),
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            show_default=False,
+            help="Where the store, workspaces and the dev server's SQLite file live (default: "
+            "$MANAGED_AGENTS_DATA_DIR or ./.managed-agents, the directory every command uses)",
+        ),
+    ] = None,
     task: Annotated[str | None, typer.Option(help="The task for the example agent")] = None,
     model: Annotated[str, typer.Option(help="Claude model (used when ANTHROPIC_API_KEY is set)")] = "claude-sonnet-4-6",
     keep_running: Annotated[bool, typer.Option(help="Keep the server and worker up afterwards")] = False,
 ) -> None:
     """The main job: embedded Temporal dev server + worker + one example session, end to end."""
+    from managed_agents.config import WorkerSettings
     from managed_agents.demo import DEMO_TASK, run_demo
 
-    code = asyncio.run(
-        run_demo(console, data_dir=data_dir, task=task or DEMO_TASK, model=model, keep_running=keep_running)
-    )
+    directory = data_dir or WorkerSettings().data_dir
+    try:
+        code = asyncio.run(
+            run_demo(console, data_dir=directory, task=task or DEMO_TASK, model=model, keep_running=keep_running)
+        )
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C or SIGTERM: everything it started has stopped
+        code = 130
+    sys.stdout.flush()
     os._exit(code)  # Temporal's Rust bridge can abort at interpreter exit (sdk-python#300)
 
 
@@ -113,7 +124,10 @@ def start(
     if agent:
         body["agent"] = _load_json(agent, "--agent")
     body.setdefault("agent", {"name": "assistant", "model": model, "tools": [{"type": "agent_toolset_20260401"}]})
-    if message:
+    if message is not None:
+        if not message.strip():
+            err_console.print("[red]-m/--message: the message is empty[/]")
+            raise typer.Exit(2)
         body.setdefault("initial_events", []).append(
             {"type": "user.message", "content": [{"type": "text", "text": message}]}
         )
@@ -129,6 +143,13 @@ def start(
         if max_iterations is not None:
             event["max_iterations"] = max_iterations
         body.setdefault("initial_events", []).append(event)
+    if not body.get("initial_events") and not keep_alive:
+        # Without a first event the session would idle at once and wait, silently, for nothing.
+        err_console.print(
+            '[red]nothing to start:[/] give a first message (-m "..."), an --outcome, initial_events in --input, '
+            "or --keep-alive to open an idle session and send events later"
+        )
+        raise typer.Exit(2)
     if keep_alive:
         body.setdefault("options", {})["keep_alive"] = True
     if grader_model:
@@ -206,12 +227,21 @@ def interrupt(session_id: SessionId, address: Address = None, namespace: Namespa
 def confirm(
     session_id: SessionId,
     tool_use_id: Annotated[str, typer.Argument(help="The agent.tool_use event id awaiting confirmation")],
-    allow: Annotated[bool, typer.Option("--allow/--deny", help="Allow or deny the tool call")] = True,
+    allow: Annotated[
+        bool | None, typer.Option("--allow/--deny", help="Allow or deny the tool call (one is required)")
+    ] = None,
     message: Annotated[str | None, typer.Option(help="Reason, with --deny")] = None,
     address: Address = None,
     namespace: Namespace = None,
 ) -> None:
-    """Answer an always_ask tool call (user.tool_confirmation)."""
+    """Answer an always_ask tool call (user.tool_confirmation): --allow or --deny."""
+    # A permission question never defaults to allow: the choice must be said.
+    if allow is None:
+        err_console.print("[red]say --allow or --deny:[/] a tool call is never allowed by default")
+        raise typer.Exit(2)
+    if allow and message:
+        err_console.print("[red]--message is the reason of a --deny[/]")
+        raise typer.Exit(2)
 
     async def go() -> None:
         handle = (await _sessions(address, namespace, DEFAULT_TASK_QUEUE)).get(session_id)
@@ -323,7 +353,7 @@ def mock_claude(port: Annotated[int, typer.Option(help="Port to listen on")] = 8
             pass
 
 
-webhooks_app = typer.Typer(help="Webhook endpoints: signed notifications when work finishes.", no_args_is_help=True)
+webhooks_app = typer.Typer(rich_markup_mode="markdown", help="Webhook endpoints: signed notifications when work finishes.", no_args_is_help=True)
 app.add_typer(webhooks_app, name="webhooks")
 
 StoreUrl = Annotated[
@@ -472,7 +502,19 @@ def _webhooks_call(fn: Any, store_url: str | None) -> Any:
 
 
 def _load_json(value: str, what: str) -> dict[str, Any]:
-    text = Path(value).read_text() if not value.lstrip().startswith("{") and Path(value).exists() else value
+    """``value`` is inline JSON (it starts with ``{``) or the path of a JSON file."""
+    if value.lstrip().startswith("{"):
+        text = value
+    else:
+        path = Path(value)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            err_console.print(f"[red]{what}: no such file: {value}[/] (give a JSON file's path, or inline JSON)")
+            raise typer.Exit(2) from None
+        except OSError as err:
+            err_console.print(f"[red]{what}: cannot read {value}:[/] {err.strerror}")
+            raise typer.Exit(2) from None
     try:
         loaded = json.loads(text)
     except json.JSONDecodeError as err:

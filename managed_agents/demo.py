@@ -1,11 +1,18 @@
 """The main job on a fresh machine: an embedded Temporal dev server (SQLite), a worker, and one
-example session end to end, followed live in the terminal."""
+example session end to end, followed live in the terminal.
+
+It uses the same data directory as every other command (``WorkerSettings.data_dir``:
+``$MANAGED_AGENTS_DATA_DIR`` or ``./.managed-agents``), so a memory store or webhook endpoint
+created with the CLI is there for the demo's worker, and the demo's sessions are there for
+``managed-agents dream``. SIGTERM, SIGHUP and Ctrl-C stop the server and worker it started.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import signal
 from pathlib import Path
 
 import anthropic
@@ -34,6 +41,13 @@ async def run_demo(
     keep_running: bool = False,
 ) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
+    # SIGTERM / SIGHUP cancel the demo like Ctrl-C does, so the finally below stops the dev server
+    # (its own process group, so it would otherwise outlive us).
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, main.cancel)
     # The terminal shows the session's events; the worker's structured logs go to a file.
     configure_logging("json", "INFO", log_file=data_dir / "worker.log")
     use_claude = bool(os.environ.get("ANTHROPIC_API_KEY"))
@@ -94,15 +108,26 @@ async def run_demo(
             render_event(console, event, session_id)
         result = await handle.result()
         console.print()
-        console.print(session_table(result, server.ui_url))
+        console.print(session_table(result, server.ui_url if keep_running else None))
         workspace = data_dir / "workspaces" / session_id
         console.print(f"Files the agent wrote: {workspace}\nWorker logs (JSON): {data_dir / 'worker.log'}")
+        if not keep_running:
+            console.print(
+                "The dev server stops now. `managed-agents demo --keep-running` keeps it, the worker and the "
+                "Temporal UI up, to send more messages, run a dream over this session, or browse its history."
+            )
         if keep_running:
-            console.print(f"\nKeeping the server and worker up; Temporal UI at {server.ui_url}. Ctrl-C to stop.")
+            console.print(
+                f"\nKeeping the server and worker up: TEMPORAL_ADDRESS={server.address}, Temporal UI at "
+                f"{server.ui_url}/namespaces/default/workflows/{session_id}. Ctrl-C (or SIGTERM) to stop.",
+                soft_wrap=True,
+            )
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.Event().wait()
         return 0 if result.stop_reason and result.stop_reason.type == "end_turn" else 1
     finally:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
         stop.set()
         if worker_task is not None:
             with contextlib.suppress(Exception):

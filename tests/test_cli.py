@@ -78,6 +78,48 @@ def test_start_rejects_bad_input_naming_the_field(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "agent.model" in proc.stderr
     proc = subprocess.run([*CLI, "start", "--agent", "{not json", "-m", "hi"], capture_output=True, text=True)
     assert proc.returncode == 2 and "not valid JSON" in proc.stderr
+    missing = tmp_path / "nope.json"
+    proc = subprocess.run([*CLI, "start", "--input", str(missing)], capture_output=True, text=True)
+    assert proc.returncode == 2 and f"--input: no such file: {missing}" in proc.stderr, proc.stderr
+
+
+def test_start_without_a_first_event_is_refused() -> None:
+    # Nothing is started: these fail before any connection (no Temporal address is set here).
+    for args in (["start"], ["start", "-m", ""], ["start", "-m", "   "]):
+        proc = subprocess.run([*CLI, *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert "empty" in proc.stderr or "nothing to start" in proc.stderr, proc.stderr
+
+
+async def test_confirm_without_allow_or_deny_is_refused_and_sends_nothing(harness) -> None:
+    m = marker()
+    harness.mock.script_for(m, Turn.tool_use("bash", {"command": "echo hi"}), Turn.text("ok"))
+    body = {
+        "agent": {
+            "name": "careful",
+            "model": "claude-sonnet-4-6",
+            "tools": [
+                {"type": "agent_toolset_20260401", "default_config": {"permission_policy": {"type": "always_ask"}}}
+            ],
+        },
+        "initial_events": [{"type": "user.message", "content": [{"type": "text", "text": f"{m} go"}]}],
+    }
+    handle = await harness.sessions.create(body)
+    for _ in range(200):
+        session = await handle.retrieve()
+        if session.status == "idle" and session.stop_reason and session.stop_reason.type == "requires_action":
+            break
+        await asyncio.sleep(0.1)
+    [tool_use] = [e for e in await handle.events() if e.type == "agent.tool_use"]
+    proc = await asyncio.to_thread(cli, harness, "confirm", handle.id, tool_use.id)
+    assert proc.returncode == 2 and "--allow or --deny" in proc.stderr, proc.stdout + proc.stderr
+    await asyncio.sleep(0.5)
+    assert not [e for e in await handle.events() if e.type == "user.tool_confirmation"], "nothing was sent"
+    assert (await handle.retrieve()).stop_reason.type == "requires_action"
+    proc = await asyncio.to_thread(cli, harness, "confirm", handle.id, tool_use.id, "--deny", "--message", "no")
+    assert proc.returncode == 0, proc.stderr
+    result = await handle.result()
+    assert result.final_message == "ok"
 
 
 def test_demo_runs_end_to_end_with_the_mock_model(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import httpx2
 import pytest
 from anthropic import Anthropic, AsyncAnthropic
 
+from managed_agents.retry import classify_model_error
 from managed_agents.testing.mock_claude import (
     NO_SCRIPT_MESSAGE,
     Fault,
@@ -312,11 +313,15 @@ def test_drop_connection(mock: MockClaude, client: Anthropic) -> None:
 def test_drop_connection_mid_stream(mock: MockClaude, client: Anthropic) -> None:
     mock.add(Fault.drop_connection(mid_stream=Turn.text("a long answer that gets cut off")))
     seen: list[str] = []
-    # The SDK does not wrap errors raised while reading the body: httpx2's own error surfaces.
-    with pytest.raises(httpx2.RemoteProtocolError):
+    # Which exception class the SDK raises for a body cut mid-read is its own business (httpx's
+    # RemoteProtocolError before anthropic 2.17, APIConnectionError since). What the engine
+    # promises is that it is a retryable connection failure, never a non-retryable error.
+    with pytest.raises(Exception) as cut:
         with client.messages.stream(model=MODEL, max_tokens=5, messages=HELLO) as stream:
             seen.extend(event.type for event in stream)
     assert seen[0] == "message_start" and "message_stop" not in seen
+    classified = classify_model_error(cut.value)
+    assert classified.type == "model_request_failed_error" and not classified.non_retryable, classified
 
 
 def test_stream_error_event(mock: MockClaude, client: Anthropic) -> None:

@@ -82,7 +82,10 @@ async def test_cli_update_and_query(harness) -> None:
         "--input",
         '[{"type": "user.message"}]',
     )
-    assert bad.returncode != 0 and "content: Field required" in bad.stderr + bad.stdout
+    said = bad.stderr + bad.stdout
+    assert bad.returncode != 0 and "content: Field required" in said
+    # A rejected event is the caller's mistake: Managed Agents' error type, and never retryable.
+    assert "invalid_request_error" in said and "retryable: false" in said, said
     for _ in range(100):
         if (await handle.retrieve()).final_message == "second answer":
             break

@@ -56,6 +56,14 @@ class InvalidSessionInput(ApplicationError):
         super().__init__(f"invalid AgentSession input: {message}", type="InvalidSessionInput", non_retryable=True)
 
 
+class InvalidEvents(ApplicationError):
+    """A ``send_events`` update its validator rejects: never retryable (the same events fail the
+    same way), with Managed Agents' error type, and the message names the field."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type="invalid_request_error", non_retryable=True)
+
+
 class SessionBase:
     """State and event-log helpers; subclasses implement the loop."""
 

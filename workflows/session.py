@@ -51,7 +51,14 @@ with workflow.unsafe.imports_passed_through():
     from managed_agents.models.session import SessionCreateParams, SessionObject, SessionStats
     from managed_agents.models.threads import ThreadInput, ThreadReport
     from managed_agents.prompt import order_user_blocks
-    from workflows.base import InvalidSessionInput, _zero_usage, cancel_unless_done, describe_validation_error, event_id
+    from workflows.base import (
+        InvalidEvents,
+        InvalidSessionInput,
+        _zero_usage,
+        cancel_unless_done,
+        describe_validation_error,
+        event_id,
+    )
     from workflows.outcomes import OutcomesMixin
     from workflows.payload_guard import PayloadTooLargeError, check_payload_size
     from workflows.session_state import PendingAction, SessionState
@@ -163,31 +170,31 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
     @send_events.validator
     def _validate_events(self, events: Any) -> None:
         if self._input_error is not None:
-            raise ValueError(f"session failed to start: {self._input_error}")
+            raise InvalidEvents(f"session failed to start: {self._input_error}")
         if self._s.status == "terminated":
-            raise ValueError("session is terminated and accepts no more events")
+            raise InvalidEvents("session is terminated and accepts no more events")
         if not isinstance(events, list) or not events:
-            raise ValueError("events: expected a non-empty JSON array of events")
+            raise InvalidEvents("events: expected a non-empty JSON array of events")
         size = len(workflow.payload_converter().to_payloads([events])[0].data)
         if size > MAX_UPDATE_BYTES:
-            raise ValueError(f"events: {size} bytes is over the {MAX_UPDATE_BYTES}-byte limit of one send")
+            raise InvalidEvents(f"events: {size} bytes is over the {MAX_UPDATE_BYTES}-byte limit of one send")
         try:
             parsed = INBOUND_EVENTS.validate_python(events)
         except ValidationError as err:
-            raise ValueError(describe_validation_error(err, "events.")) from None
+            raise InvalidEvents(describe_validation_error(err, "events.")) from None
         answered: set[str] = set()
         for i, event in enumerate(parsed):
             if isinstance(event, UserDefineOutcomeEvent):
                 active = self._s.active_outcome
                 if active is not None or any(isinstance(e, UserDefineOutcomeEvent) for e in parsed[:i]):
                     which = active.outcome_id if active else "another event of this send"
-                    raise ValueError(
+                    raise InvalidEvents(
                         f"events.{i}: an outcome is already in progress ({which}); define the next one after its "
                         "terminal span.outcome_evaluation_end"
                     )
             if isinstance(event, UserInterruptEvent) and event.session_thread_id is not None:
                 if self._thread(event.session_thread_id) is None:
-                    raise ValueError(
+                    raise InvalidEvents(
                         f"events.{i}.session_thread_id: no thread {event.session_thread_id!r} in this session"
                     )
             if isinstance(event, (UserToolConfirmationEvent, UserCustomToolResultEvent)):
@@ -198,13 +205,14 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
                 routed = self._thread_action_route(ref)
                 if action is None and routed is not None and routed[1].kind == kind:
                     if routed[0] in answered:
-                        raise ValueError(f"events.{i}.{field}: {ref!r} was already answered")
+                        raise InvalidEvents(f"events.{i}.{field}: {ref!r} was already answered")
                     answered.add(routed[0])
                     continue  # a thread's call, cross-posted here: routed to the thread
                 if action is None or action.kind != kind:
-                    raise ValueError(f"events.{i}.{field}: {ref!r} is not a pending {event.type.split('.')[1]} request")
+                    kind_name = event.type.split(".")[1]
+                    raise InvalidEvents(f"events.{i}.{field}: {ref!r} is not a pending {kind_name} request")
                 if action.resolved or action.event_id in answered:
-                    raise ValueError(f"events.{i}.{field}: {ref!r} was already answered")
+                    raise InvalidEvents(f"events.{i}.{field}: {ref!r} was already answered")
                 answered.add(action.event_id)
 
     @workflow.signal(name=THREAD_REPORT_SIGNAL)
