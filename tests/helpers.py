@@ -43,10 +43,17 @@ def types(events: list[Any]) -> list[str]:
 
 
 def spawn_worker(
-    client: Any, settings: Any, *args: str, env: dict[str, str] | None = None, log: str = "worker.log"
+    client: Any,
+    settings: Any,
+    *args: str,
+    env: dict[str, str] | None = None,
+    log: str = "worker.log",
+    script: str = "worker.py",
 ) -> subprocess.Popen[bytes]:
     """``python worker.py`` as its own process on the test's task queue and data dir; stderr (JSON
-    logs) goes to ``<data dir>/<log>``. ``env`` adds variables (a value of "" removes one)."""
+    logs) goes to ``<data dir>/<log>``. ``env`` adds variables (a value of "" removes one).
+    ``script`` (relative to the repository) runs another entry point with worker.py's arguments,
+    e.g. ``tests/stalling_worker.py``."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     merged = {
         **os.environ,
@@ -56,7 +63,7 @@ def spawn_worker(
         **(env or {}),
     }
     merged = {k: v for k, v in merged.items() if v != ""}
-    command = [sys.executable, str(ROOT / "worker.py"), "--task-queue", settings.task_queue]
+    command = [sys.executable, str(ROOT / script), "--task-queue", settings.task_queue]
     command += ["--data-dir", str(settings.data_dir), "--sandbox-id", settings.sandbox_id, *args]
     return subprocess.Popen(
         command, env=merged, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(settings.data_dir / log).open("ab")
