@@ -2,12 +2,20 @@
 
 It reads the conversation it is sent (like a real model would) and answers step by step: write a
 script, run it, report the real output the tool returned. Only for demos without an API key.
+
+Dream requests (a forced ``record_observations`` / ``write_memory_store`` call) go to the
+rule-following dreamer (``managed_agents.testing.dreamer``), so ``managed-agents dream create``
+against the demo's worker runs end to end. The dreamer learns only from lines of the form
+``remember: <topic> = <value>``: a dream over the demo's fib session completes with nothing learnt
+(``/facts.md`` empty); give a session such a line (e.g. a user message "remember: language =
+python") to see it curated.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from managed_agents.testing.dreamer import dreamer_responder, is_dream_request
 from managed_agents.testing.mock_claude import Turn
 
 DEMO_TASK = (
@@ -28,6 +36,10 @@ print(" ".join(str(x) for x in fib(10)))
 
 
 def demo_responder(body: dict[str, Any]) -> Turn:
+    if is_dream_request(body):
+        # The scripted engineer's tool calls are no answer to a forced tool call: the pipeline would
+        # send them back as a correction, and the API refuses a tool_use left without its result.
+        return dreamer_responder(body)
     messages = body.get("messages", [])
     steps = sum(1 for m in messages if m.get("role") == "assistant")
     if steps == 0:
