@@ -35,6 +35,7 @@ from managed_agents.dreams.models import (
     RecordSessionInput,
     SelectSessionsInput,
     SelectSessionsResult,
+    SkippedPart,
 )
 from managed_agents.dreams.records import DreamRecords
 from managed_agents.logging import get_logger
@@ -146,14 +147,22 @@ class DreamActivities:
                     validate=_validate(pipeline.ExtractAnswer),
                 )
                 if answer.value is None:
-                    # Nothing to learn from a part the model cannot summarise validly: say so, go on.
-                    bound.warning("transcript part skipped", part=index, error=answer.error)
+                    # The rest of the session is still worth reading; the workflow decides whether a
+                    # dream with a part missing may complete (options.skip_unreadable_parts).
+                    bound.warning("transcript part unreadable", part=index, error=answer.error)
                 found = [o.model_dump(exclude_none=True) for o in answer.value.observations] if answer.value else []
                 recorded = await asyncio.to_thread(
                     self.records.put_stage_result,
                     inp.dream_id,
                     chunk_key,
                     {"observations": found, "usage": answer.usage, "requests": answer.requests, "error": answer.error},
+                )
+            if recorded.get("error"):
+                # From the part's record, not the answer: a retried attempt reusing it reports it too.
+                result.skipped_parts.append(
+                    SkippedPart(
+                        session_id=inp.session_id, part=index + 1, parts=len(chunks), reason=str(recorded["error"])
+                    )
                 )
             observations.extend(recorded["observations"])
             result.usage.add(DreamUsage.model_validate(recorded["usage"]))
@@ -166,7 +175,7 @@ class DreamActivities:
             key,
             {"observations": observations, "result": result.model_dump(mode="json")},
         )
-        bound.info("session read", parts=len(chunks), observations=len(observations))
+        bound.info("session read", parts=len(chunks), observations=len(observations), skipped=len(result.skipped_parts))
         return result
 
     def _chunks(self, inp: ExtractInput) -> list[str]:

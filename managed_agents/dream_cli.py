@@ -23,7 +23,9 @@ dream_app = typer.Typer(
     help="Dreams: curate a memory store from past sessions; review, promote or discard; schedule nightly runs.",
     no_args_is_help=True,
 )
-schedule_app = typer.Typer(help="Dream schedules (Temporal Schedules).", no_args_is_help=True)
+schedule_app = typer.Typer(
+    rich_markup_mode="markdown", help="Dream schedules (Temporal Schedules).", no_args_is_help=True
+)
 dream_app.add_typer(schedule_app, name="schedule")
 console = Console()
 
@@ -64,11 +66,12 @@ def _show_dream(dream: Any, as_json: bool) -> None:
     p = dream.progress
     table = Table(show_header=False, box=None)
     table.add_row("dream", dream.id)
-    table.add_row(
-        "status", f"[bold]{dream.status}[/]" + (f"  ({dream.error.type}: {dream.error.message})" if dream.error else "")
-    )
+    colour = {"completed": "green", "failed": "red", "canceled": "yellow"}.get(dream.status, "bold")
+    table.add_row("status", f"[{colour}]{dream.status}[/]" + (f"  ({escape(dream.error.type)})" if dream.error else ""))
     table.add_row("stage", p.stage)
-    table.add_row("sessions read", f"{p.sessions_read}/{p.sessions_total}  ({p.observations} observations)")
+    plural = "s" if p.parts_skipped > 1 else ""
+    skipped = f", [yellow]{p.parts_skipped} part{plural} skipped[/]" if p.parts_skipped else ""
+    table.add_row("sessions read", f"{p.sessions_read}/{p.sessions_total}  ({p.observations} observations{skipped})")
     table.add_row(
         "consolidation",
         f"batch {p.batches_done}/{p.batches_total}  (+{p.memories_written} written, -{p.memories_deleted} deleted)",
@@ -78,6 +81,36 @@ def _show_dream(dream: Any, as_json: bool) -> None:
     table.add_row("usage", f"in {u.input_tokens:,}  out {u.output_tokens:,}  cache read {u.cache_read_input_tokens:,}")
     table.add_row("output store", dream.outputs[0].memory_store_id if dream.outputs else "-")
     console.print(table)
+    # Below the table, not inside a cell: a long message wraps readably and is not missed.
+    if dream.error is not None:
+        console.print(f"\n[bold red]dream {dream.status}: {escape(dream.error.type)}[/]")
+        console.print(f"  {escape(dream.error.message)}")
+    _warn_skipped(dream)
+
+
+def _warn_skipped(dream: Any) -> None:
+    """A completed dream that went without parts of its sessions (options.skip_unreadable_parts)."""
+    if not dream.skipped_parts:
+        return
+    n = len(dream.skipped_parts)
+    console.print(
+        f"\n[bold yellow]warning: {n} transcript part{'s' if n > 1 else ''} could not be read and "
+        f"{'were' if n > 1 else 'was'} left out; what {'they' if n > 1 else 'it'} held is not in the proposal:[/]"
+    )
+    for part in dream.skipped_parts:
+        console.print(f"  - {escape(part.describe())}")
+
+
+def _review_warning(dream: Any) -> str | None:
+    """Why a proposal is not (only) a finished dream's work, for the review commands."""
+    if dream.status == "failed":
+        error = f" ({dream.error.type}: {dream.error.message})" if dream.error else ""
+        return f"dream {dream.id} failed{error}: its store holds only what was written before it failed"
+    if dream.status == "canceled":
+        return f"dream {dream.id} was canceled: its store holds only what was written before"
+    if dream.status != "completed":
+        return f"dream {dream.id} is {dream.status}: its store is not finished"
+    return None
 
 
 @dream_app.command("create")
@@ -86,6 +119,13 @@ def create(
     session: Annotated[list[str], typer.Option("--session", help="A session to read (repeat, 1-100)")],
     model: Model = "claude-sonnet-4-6",
     instructions: Annotated[str | None, typer.Option(help="Guidance for the dream (up to 4,096 characters)")] = None,
+    skip_unreadable_parts: Annotated[
+        bool,
+        typer.Option(
+            help="Go on without a transcript part the model never reads validly (listed on the dream) "
+            "instead of failing with transcript_unreadable"
+        ),
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Follow progress until the dream ends")] = True,
     as_json: AsJson = False,
     address: Address = None,
@@ -104,6 +144,8 @@ def create(
     }
     if instructions is not None:
         body["instructions"] = instructions
+    if skip_unreadable_parts:
+        body["options"] = {"skip_unreadable_parts": True}
 
     async def go(client: Any) -> Any:
         handle = await start_dream(client, body, task_queue=task_queue)
@@ -147,13 +189,14 @@ def cancel(dream_id: DreamId, as_json: AsJson = False, address: Address = None, 
     _show_dream(_temporal(lambda c: cancel_dream(c, dream_id), address, namespace, as_json), as_json)
 
 
-def _proposed_store(dream_id: str, address: str | None, namespace: str | None, as_json: bool) -> str:
+def _with_output(dream_id: str, address: str | None, namespace: str | None, as_json: bool) -> Any:
+    """The dream, which must have an output store."""
     from managed_agents.dreams.client import get_dream
 
     dream = _temporal(lambda c: get_dream(c, dream_id), address, namespace, as_json)
     if not dream.outputs:
         _fail(as_json, "invalid_request_error", f"dream {dream_id} has no output store ({dream.status})", 2)
-    return str(dream.outputs[0].memory_store_id)
+    return dream
 
 
 @dream_app.command("diff")
@@ -168,13 +211,30 @@ def diff(
     """What the dream's proposed store changes, memory by memory, against its input store."""
     from managed_agents.dreams.review import diff_stores
 
-    proposed = _proposed_store(dream_id, address, namespace, as_json)
+    dream = _with_output(dream_id, address, namespace, as_json)
+    proposed = str(dream.outputs[0].memory_store_id)
     with _service(store_url, as_json) as memory:
         changes = diff_stores(memory, proposed)
+    # A failed dream's store is its clone plus whatever it wrote: "unchanged" there means "never
+    # curated", so say how the dream ended before any table.
+    warning = _review_warning(dream)
     if as_json:
+        if warning or dream.skipped_parts:  # on stderr: stdout stays the list of changes
+            note = {
+                "type": "warning",
+                "message": warning or f"{len(dream.skipped_parts)} transcript part(s) left out",
+                "status": dream.status,
+                "error": dream.error.model_dump() if dream.error else None,
+                "skipped_parts": [part.model_dump() for part in dream.skipped_parts],
+            }
+            print(json.dumps(note), file=sys.stderr)
         print(json.dumps([c.model_dump() for c in changes], indent=2, ensure_ascii=False))
         return
-    table = Table(title=f"dream {dream_id}: proposed {proposed}")
+    if warning:
+        console.print(f"[bold red]{escape(warning)}[/]")
+    _warn_skipped(dream)
+    title = f"dream {dream_id} ({dream.status}): proposed {proposed}"
+    table = Table(title=title)
     for column in ("memory", "change", "+lines", "-lines"):
         table.add_column(column)
     colour = {"added": "green", "removed": "red", "modified": "yellow", "unchanged": "dim"}
@@ -233,7 +293,7 @@ def discard(
     """Discard a dream's proposal (its store is archived, still readable)."""
     from managed_agents.dreams.review import discard as discard_store
 
-    proposed = _proposed_store(dream_id, address, namespace, as_json)
+    proposed = str(_with_output(dream_id, address, namespace, as_json).outputs[0].memory_store_id)
     with _service(store_url, as_json) as memory:
         discard_store(memory, proposed)
     if as_json:
@@ -253,6 +313,13 @@ def schedule_create(
     time_zone: Annotated[str, typer.Option("--tz", help="IANA time zone of the cron")] = "UTC",
     model: Model = "claude-sonnet-4-6",
     instructions: Annotated[str | None, typer.Option(help="Guidance for every dream")] = None,
+    skip_unreadable_parts: Annotated[
+        bool,
+        typer.Option(
+            help="Each dream goes on without transcript parts the model never reads validly (listed on the "
+            "dream) instead of failing; a failed run does not advance, so the next run reads the same sessions"
+        ),
+    ] = False,
     address: Address = None,
     namespace: Namespace = None,
     task_queue: TaskQueue = DEFAULT_TASK_QUEUE,
@@ -260,6 +327,7 @@ def schedule_create(
     """Dream on a schedule over the sessions that mounted the store and finished since the last
     successful run; overlapping runs are skipped, a missed run is caught up once."""
     from managed_agents.dreams.client import create_dream_schedule
+    from managed_agents.dreams.models import DreamOptions
 
     async def go(client: Any) -> Any:
         handle = await create_dream_schedule(
@@ -270,6 +338,7 @@ def schedule_create(
             cron=cron,
             time_zone=time_zone,
             instructions=instructions,
+            options=DreamOptions(skip_unreadable_parts=skip_unreadable_parts),
             task_queue=task_queue,
         )
         return await handle.describe()

@@ -9,22 +9,28 @@ import json
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowFailureError, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
-from managed_agents.dreams import review
+from managed_agents.dreams import pipeline, review
 from managed_agents.dreams.client import DreamNotCancelable, cancel_dream, get_dream, start_dream
 from managed_agents.dreams.models import DreamCreateParams
+from managed_agents.dreams.pipeline import CONSOLIDATE_TOOL, EXTRACT_TOOL
 from managed_agents.dreams.records import DreamRecords
 from managed_agents.memory.models import user_actor
 from managed_agents.memory.service import MemoryService
-from managed_agents.testing.dreamer import dreamer_responder
-from managed_agents.testing.mock_claude import MockClaude
+from managed_agents.testing.demo_model import DEMO_TASK, demo_responder
+from managed_agents.testing.dreamer import dreamer_responder, is_dream_request
+from managed_agents.testing.mock_claude import MockClaude, Turn
 from tests.conftest import Harness
 from tests.helpers import session_input, spawn_worker
+from workflows.dream import DreamWorkflow
 
 MODEL = "claude-sonnet-4-6"
 ADMIN = user_actor("alice")
@@ -486,3 +492,247 @@ async def test_temporal_cli_runs_a_dream_and_creates_a_dream_schedule(dh: Harnes
         assert run["dream"]["status"] == "completed" and run["dream"]["inputs"][1]["session_ids"] == [s1]
     finally:
         await handle.delete()
+
+
+# --- transcript parts the model never reads validly ------------------------------------------------
+
+#: A transcript line that makes the mock answer record_observations invalidly, every attempt.
+UNREADABLE = "[garbled]"
+UNREADABLE_CHUNK_CHARS = 2_000
+#: Histories of the Dream workflow (the session's are in tests/histories/, replayed by test_replay.py).
+DREAM_HISTORIES = Path(__file__).parent / "histories" / "dream"
+#: Recorded by today's code; a history recorded before the patch (``dream_unreadable_part.pre-patch``)
+#: stays next to it.
+RECORDED_DREAM = DREAM_HISTORIES / "dream_unreadable_part.dream-unreadable-parts-v1.json"
+#: Dream ids (= workflow ids) and session ids appear in the history, so the recording uses fixed ones.
+RECORDED_DREAM_ID = "drm_replay_fixture_unreadable_part"
+UNREADABLE_SESSIONS = ("sesn_unreadable_a", "sesn_unreadable_b", "sesn_unreadable_c")
+
+
+def _first_text(body: dict[str, Any]) -> str:
+    first = (body.get("messages") or [{}])[0].get("content") or ""
+    return first if isinstance(first, str) else " ".join(str(b.get("text", "")) for b in first if isinstance(b, dict))
+
+
+def unreadable_dreamer(body: dict[str, Any]) -> Turn:
+    """The dreamer, except that a transcript part holding ``UNREADABLE`` never gets a valid
+    ``record_observations`` answer: ``observations`` is not a list, however often it is asked."""
+    if is_dream_request(body) and EXTRACT_TOOL in str(body.get("tool_choice")) and UNREADABLE in _first_text(body):
+        return Turn.tool_use(EXTRACT_TOOL, {"observations": "cannot make sense of this part"})
+    return dreamer_responder(body)
+
+
+@pytest.fixture
+async def uh(temporal_env: Any, settings: Any) -> AsyncIterator[Harness]:
+    with MockClaude(default=unreadable_dreamer) as mock:
+        h = Harness(temporal_env.client, settings, mock)
+        async with h.worker():
+            yield h
+
+
+def _filler(n: int, start: int = 0) -> list[str]:
+    return [f"step {k}: " + "x" * 400 for k in range(start, start + n)]
+
+
+def write_unreadable_sessions(h: Harness, store_id: str) -> tuple[str, str, str]:
+    """Three finished sessions, read in this order; the second one's transcript is three parts
+    (at ``UNREADABLE_CHUNK_CHARS``) and only its middle part is unreadable."""
+    before, garbled, after = UNREADABLE_SESSIONS
+    write_transcript(h, before, ["remember: editor = helix"])
+    write_transcript(
+        h,
+        garbled,
+        [
+            "remember: deploy = monday",
+            *_filler(5),
+            f"{UNREADABLE} remember: secret = lost",
+            *_filler(4, 5),
+            "remember: language = rust",
+        ],
+    )
+    write_transcript(h, after, ["remember: test = pytest"])
+    records = DreamRecords(h.store.engine)
+    for i, sid in enumerate(UNREADABLE_SESSIONS):
+        records.record_session(sid, [store_id], _at(i))
+    return before, garbled, after
+
+
+def unreadable_part(h: Harness, session_id: str) -> tuple[int, int]:
+    """(1-based part, parts) of the session's transcript holding ``UNREADABLE``, cut as the dream cuts it."""
+    chunks = pipeline.chunk_lines(
+        pipeline.render_transcript(h.store.iter_transcript(session_id)), UNREADABLE_CHUNK_CHARS
+    )
+    [index] = [i for i, chunk in enumerate(chunks) if UNREADABLE in chunk]
+    return index + 1, len(chunks)
+
+
+def extract_requests(h: Harness, session_id: str) -> list[Any]:
+    return [
+        r
+        for r in h.mock.requests
+        if EXTRACT_TOOL in str(r.body.get("tool_choice")) and f"Session {session_id}," in r.first_user_text
+    ]
+
+
+def dream_replayer() -> Replayer:
+    return Replayer(workflows=[DreamWorkflow], data_converter=pydantic_data_converter)
+
+
+async def test_a_transcript_part_the_model_never_reads_fails_the_dream(uh: Harness) -> None:
+    memory = memory_of(uh)
+    store_id = seeded_store(memory)
+    before, garbled, after = write_unreadable_sessions(uh, store_id)
+    part, parts = unreadable_part(uh, garbled)
+    assert (part, parts) == (2, 3)  # the layout this test means: a middle part
+
+    body = dream_body(
+        store_id, [after, garbled, before], transcript_chunk_chars=UNREADABLE_CHUNK_CHARS, max_parallel_sessions=1
+    )
+    handle = await start_dream(uh.client, body, dream_id=RECORDED_DREAM_ID, task_queue=uh.settings.task_queue)
+    result = await handle.result()
+
+    history = await handle.fetch_history()
+    if os.environ.get("RECORD_HISTORIES"):
+        DREAM_HISTORIES.mkdir(parents=True, exist_ok=True)
+        RECORDED_DREAM.write_text(history.to_json())
+    await dream_replayer().replay_workflow(history)
+
+    assert result["status"] == "failed", result
+    error = result["error"]
+    assert error["type"] == "transcript_unreadable"
+    # the message names the session, the part and why (every answer the model gave for it was invalid)
+    asked = [r for r in extract_requests(uh, garbled) if UNREADABLE in r.first_user_text]
+    assert len(asked) > 1 and all(f"part {part} of {parts}" in r.first_user_text for r in asked)
+    assert f"session {garbled}: part {part} of {parts} " in error["message"]
+    assert f"no valid {EXTRACT_TOOL} call in {len(asked)} answers" in error["message"]
+    assert "observations: Input should be a valid list" in error["message"]
+    # it stopped there: the next session was never read, nothing was consolidated
+    assert extract_requests(uh, before) and not extract_requests(uh, after)
+    assert result["progress"]["sessions_read"] == 1 and result["progress"]["batches_done"] == 0
+    assert not [r for r in uh.mock.requests if CONSOLIDATE_TOOL in str(r.body.get("tool_choice"))]
+    output = result["outputs"][0]["memory_store_id"]
+    assert contents(memory, output) == contents(memory, store_id)  # the clone, never curated
+    assert result["skipped_parts"] == []  # nothing was gone on without
+
+    # the CLI says so: `get` shows the error, `diff` says the dream failed before its table
+    shown = await asyncio.to_thread(_cli, uh, "get", result["id"])
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())  # rich wraps long lines
+    assert "dream failed: transcript_unreadable" in text and f"part {part} of {parts}" in text and garbled in text
+    diffed = await asyncio.to_thread(_cli, uh, "diff", result["id"])
+    assert diffed.returncode == 0, diffed.stderr
+    text = " ".join(diffed.stdout.split())
+    assert text.index(f"dream {result['id']} failed (transcript_unreadable") < text.index("unchanged")
+    as_json = await asyncio.to_thread(_cli, uh, "diff", result["id"], "--json")
+    warning = json.loads(as_json.stderr)
+    assert warning["status"] == "failed" and warning["error"]["type"] == "transcript_unreadable"
+    assert {c["change"] for c in json.loads(as_json.stdout)} == {"unchanged"}
+
+
+async def test_skip_unreadable_parts_completes_and_lists_them(uh: Harness) -> None:
+    memory = memory_of(uh)
+    store_id = seeded_store(memory)
+    before, garbled, after = write_unreadable_sessions(uh, store_id)
+    part, parts = unreadable_part(uh, garbled)
+
+    body = dream_body(
+        store_id, [before, garbled, after], transcript_chunk_chars=UNREADABLE_CHUNK_CHARS, skip_unreadable_parts=True
+    )
+    result = await (await start_dream(uh.client, body, task_queue=uh.settings.task_queue)).result()
+
+    assert result["status"] == "completed", result
+    assert result["error"] is None
+    [skipped] = result["skipped_parts"]
+    assert (skipped["session_id"], skipped["part"], skipped["parts"]) == (garbled, part, parts)
+    assert "observations: Input should be a valid list" in skipped["reason"]
+    p = result["progress"]
+    assert p["parts_skipped"] == 1 and p["sessions_read"] == 3 and p["batches_done"] == p["batches_total"] >= 1
+    # the other sessions, and the readable parts of the garbled one, still land in the output store
+    facts = contents(memory, result["outputs"][0]["memory_store_id"])["/facts.md"]
+    for line in ("editor: helix", "test: pytest", "deploy: monday", "language: rust"):
+        assert f"{line}\n" in facts, facts
+    assert "secret" not in facts
+
+    shown = await asyncio.to_thread(_cli, uh, "get", result["id"])
+    text = " ".join(shown.stdout.split())
+    assert "warning: 1 transcript part could not be read" in text
+    assert f"session {garbled}, part {part} of {parts}: no valid {EXTRACT_TOOL} call" in text
+
+
+async def test_a_reused_extract_still_reports_its_skipped_parts(temporal_env: Any, settings: Any) -> None:
+    """A retried attempt reads what the first one recorded, whole (the session's result) or in
+    parts (it died between parts): either way the unreadable part is reported, and the model is
+    not asked again."""
+    from sqlalchemy import delete
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.dream import DreamActivities
+    from managed_agents.dreams.models import ExtractInput
+    from managed_agents.dreams.tables import dream_stage_results
+
+    with MockClaude(default=unreadable_dreamer) as mock:
+        h = Harness(temporal_env.client, settings, mock)
+        memory = memory_of(h)
+        store_id = seeded_store(memory)
+        _, garbled, _ = write_unreadable_sessions(h, store_id)
+        records = DreamRecords(h.store.engine)
+        acts = DreamActivities(h.store, memory, records, h.client_factory())
+        inp = ExtractInput(
+            dream_id="drm_reuse", session_id=garbled, model=MODEL, chunk_chars=UNREADABLE_CHUNK_CHARS, max_tokens=1024
+        )
+        first = await ActivityEnvironment().run(acts.extract, inp)
+        asked = len(mock.requests)
+        assert not first.reused and [(s.part, s.parts) for s in first.skipped_parts] == [unreadable_part(h, garbled)]
+
+        again = await ActivityEnvironment().run(acts.extract, inp)
+        assert again.reused and again.skipped_parts == first.skipped_parts
+
+        with h.store.engine.begin() as conn:  # as if the attempt died after its parts, before the whole
+            conn.execute(delete(dream_stage_results).where(dream_stage_results.c.stage_key == f"extract:{garbled}"))
+        resumed = await ActivityEnvironment().run(acts.extract, inp)
+        assert resumed.skipped_parts == first.skipped_parts and resumed.observations == first.observations
+        assert len(mock.requests) == asked
+
+
+@pytest.mark.parametrize("recorded", sorted(DREAM_HISTORIES.glob("*.json")), ids=lambda p: p.name)
+async def test_recorded_dream_histories_replay(recorded: Path) -> None:
+    """``dream_unreadable_part.pre-patch.json``: a dream whose workflow ran the code before the
+    ``dream-unreadable-parts-v1`` patch while its activities already reported skipped parts (a dream
+    in flight while its workers were upgraded); it went on and completed, and must replay so."""
+    history = WorkflowHistory.from_json(RECORDED_DREAM_ID, recorded.read_text())
+    await dream_replayer().replay_workflow(history)
+
+
+def test_todays_dream_version_is_recorded() -> None:
+    if not RECORDED_DREAM.exists():
+        pytest.fail(f"{RECORDED_DREAM} is missing: record it with RECORD_HISTORIES=1 pytest tests/test_dreams.py")
+
+
+# --- the demo's mock model ---------------------------------------------------------------------------
+
+
+async def test_a_dream_over_demo_sessions_with_the_demo_model(temporal_env: Any, settings: Any) -> None:
+    """``managed-agents demo``'s mock model runs the demo session and answers the dream too."""
+    with MockClaude(default=demo_responder) as mock:
+        h = Harness(temporal_env.client, settings, mock)
+        memory = memory_of(h)
+        store_id = memory.create_store("demo-notes").id
+        async with h.worker():
+            plain = await h.sessions.create(session_input(DEMO_TASK))
+            told = await h.sessions.create(session_input(f"{DEMO_TASK}\nremember: language = python"))
+            finished = [await plain.result(), await told.result()]
+            handle = await start_dream(
+                h.client, dream_body(store_id, [plain.id, told.id]), task_queue=settings.task_queue
+            )
+            result = await handle.result()
+
+    fib = "0 1 1 2 3 5 8 13 21 34"
+    assert all(s.final_message == f"fib.py ran and printed: {fib}" for s in finished), finished
+    assert result["status"] == "completed", result
+    assert result["progress"]["sessions_read"] == 2 and result["skipped_parts"] == []
+    curated = contents(memory, result["outputs"][0]["memory_store_id"])
+    # the dreamer learns from `remember:` lines only: the plain demo session adds nothing
+    assert curated == {"/facts.md": "language: python\n"}
+    # every dream request was a forced tool call answered with that tool, never the demo's script
+    dream_requests = [r for r in mock.requests if is_dream_request(r.body)]
+    assert len(dream_requests) == result["progress"]["model_requests"] == 3

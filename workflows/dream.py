@@ -52,6 +52,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.base import WEBHOOK_SCOPE, describe_validation_error
 
 DREAM_QUERY = "dream"
+#: Unreadable transcript parts fail the dream (or, with ``skip_unreadable_parts``, are listed on it).
+UNREADABLE_PARTS_PATCH = "dream-unreadable-parts-v1"
 
 
 class InvalidDreamInput(ApplicationError):
@@ -155,6 +157,11 @@ class DreamWorkflow:
                 d.usage.add(read.usage)
                 d.progress.model_requests += read.model_requests
                 d.progress.observations += read.observations
+                # Before the patch a dream went on past unreadable parts and still completed; a
+                # history whose workflow tasks ran that code (a dream in flight while its workers
+                # were upgraded) must replay down the same path.
+                if read.skipped_parts and workflow.patched(UNREADABLE_PARTS_PATCH):
+                    self._went_without(session_id, read, o.skip_unreadable_parts)
                 d.progress.sessions_read += 1
 
         await _all_or_cancel([reader() for _ in range(min(o.max_parallel_sessions, len(sessions)))])
@@ -189,6 +196,27 @@ class DreamWorkflow:
             d.progress.memories_deleted += done.deleted
             d.progress.batches_done += 1
         d.progress.stage = "finishing"
+
+    def _went_without(self, session_id: str, read: ExtractResult, allowed: bool) -> None:
+        """A session read with parts the model never answered validly for: what they held is not in
+        the observations. Unless the dream was told it may go on without them, it fails here:
+        raising cancels the other readers (``_all_or_cancel``), so no further session is read and
+        nothing is consolidated from an incomplete reading."""
+        d = self._dream
+        if not allowed:
+            first = read.skipped_parts[0]
+            more = len(read.skipped_parts) - 1
+            raise _DreamFailed(
+                DreamError(
+                    type="transcript_unreadable",
+                    message=f"session {session_id}: part {first.part} of {first.parts} of its transcript could "
+                    f"not be read: {first.reason}"
+                    + (f" (and {more} more part{'s' if more > 1 else ''} of it)" if more else "")
+                    + "; set options.skip_unreadable_parts to dream without such parts",
+                )
+            )
+        d.skipped_parts.extend(read.skipped_parts)
+        d.progress.parts_skipped += len(read.skipped_parts)
 
     async def _finish(self, p: DreamCreateParams) -> None:
         d = self._dream

@@ -33,6 +33,9 @@ DreamErrorType = Literal[
     "input_memory_store_too_large",
     "input_memory_store_unavailable",
     "input_session_unavailable",
+    # this engine's: a part of a transcript the model never summarised validly (see
+    # ``DreamOptions.skip_unreadable_parts``)
+    "transcript_unreadable",
 ]
 
 
@@ -148,6 +151,11 @@ class DreamOptions(_Strict):
     heartbeat_timeout_seconds: float = Field(default=30, gt=0, le=600)
     max_model_attempts: int = Field(default=8, ge=1, le=100)
     schedule_id: str | None = Field(default=None, description="Set when a dream schedule started this dream.")
+    skip_unreadable_parts: bool = Field(
+        default=False,
+        description="When the model never answers validly for a part of a transcript, go on without that "
+        "part (the dream lists it in skipped_parts) instead of failing with transcript_unreadable.",
+    )
 
 
 DreamCreateParams.model_rebuild()
@@ -182,6 +190,19 @@ class DreamOutput(BaseModel):
 DreamStage = Literal["pending", "cloning", "reading_sessions", "consolidating", "finishing", "done"]
 
 
+class SkippedPart(BaseModel):
+    """A part of a session's transcript the dream went on without: the model never answered
+    ``record_observations`` validly for it, so whatever it held is missing from the output."""
+
+    session_id: str
+    part: int = Field(description="1-based, as in 'part 2 of 3'")
+    parts: int = Field(description="How many parts the session's transcript was read in")
+    reason: str = Field(description="The last problem with the model's answers (or the request's error)")
+
+    def describe(self) -> str:
+        return f"session {self.session_id}, part {self.part} of {self.parts}: {self.reason}"
+
+
 class DreamProgress(BaseModel):
     """Extension: where the pipeline is (not in the API's dream object)."""
 
@@ -194,6 +215,7 @@ class DreamProgress(BaseModel):
     memories_written: int = 0
     memories_deleted: int = 0
     model_requests: int = 0
+    parts_skipped: int = 0
 
 
 class Dream(BaseModel):
@@ -212,6 +234,11 @@ class Dream(BaseModel):
     usage: DreamUsage = Field(default_factory=DreamUsage)
     error: DreamError | None = None
     progress: DreamProgress = Field(default_factory=DreamProgress)
+    skipped_parts: list[SkippedPart] = Field(
+        default_factory=list,
+        description="Extension: transcript parts left out (only with options.skip_unreadable_parts; without "
+        "it the dream fails with transcript_unreadable instead)",
+    )
 
 
 # --- activities ------------------------------------------------------------------------------------
@@ -249,6 +276,9 @@ class ExtractResult(StageUsage):
     observations: int = 0
     chunks: int = 0
     reused: bool = Field(default=False, description="An earlier attempt had finished this stage")
+    skipped_parts: list[SkippedPart] = Field(
+        default_factory=list, description="Parts read without a valid answer: their observations are missing"
+    )
 
 
 class PlanConsolidationInput(BaseModel):
