@@ -94,20 +94,19 @@ async def call_forced_tool(
         answer.corrections.append(problem)
         messages.append({"role": "assistant", "content": content})
         retry_text = f"Rejected: {problem}. Call {name} again."
-        messages.append(
+        # Every tool_use in the answer needs its tool_result in the next message (the API
+        # rejects the request otherwise), whichever tool the model called: the correction rides
+        # on them; an answer with no tool call at all gets it as plain text.
+        calls = [b for b in content if b.get("type") == "tool_use"]
+        reply: list[dict[str, Any]] = [
             {
-                "role": "user",
-                "content": [
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": call["id"],
-                        "is_error": True,
-                        "content": [{"type": "text", "text": retry_text}],
-                    }
-                ]
-                if call is not None
-                else [{"type": "text", "text": retry_text}],
+                "type": "tool_result",
+                "tool_use_id": b["id"],
+                "is_error": True,
+                "content": [{"type": "text", "text": retry_text}],
             }
-        )
+            for b in calls
+        ]
+        messages.append({"role": "user", "content": reply or [{"type": "text", "text": retry_text}]})
     answer.error = f"no valid {name} call in {max_answers} answers: " + "; ".join(answer.corrections[-3:])
     return answer

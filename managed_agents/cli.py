@@ -353,7 +353,11 @@ def mock_claude(port: Annotated[int, typer.Option(help="Port to listen on")] = 8
             pass
 
 
-webhooks_app = typer.Typer(rich_markup_mode="markdown", help="Webhook endpoints: signed notifications when work finishes.", no_args_is_help=True)
+webhooks_app = typer.Typer(
+    rich_markup_mode="markdown",
+    help="Webhook endpoints: signed notifications when work finishes.",
+    no_args_is_help=True,
+)
 app.add_typer(webhooks_app, name="webhooks")
 
 StoreUrl = Annotated[

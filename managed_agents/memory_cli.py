@@ -32,9 +32,15 @@ if TYPE_CHECKING:
 # so that the other commands of the CLI don't pay for importing it.
 HELP = __doc__
 memory_app = typer.Typer(rich_markup_mode="markdown", help=HELP, no_args_is_help=True)
-stores_app = typer.Typer(rich_markup_mode="markdown", help="Memory stores: named containers of memories.", no_args_is_help=True)
-memories_app = typer.Typer(rich_markup_mode="markdown", help="Memories: UTF-8 text documents addressed by path.", no_args_is_help=True)
-versions_app = typer.Typer(rich_markup_mode="markdown", help="Memory versions: one immutable record per change.", no_args_is_help=True)
+stores_app = typer.Typer(
+    rich_markup_mode="markdown", help="Memory stores: named containers of memories.", no_args_is_help=True
+)
+memories_app = typer.Typer(
+    rich_markup_mode="markdown", help="Memories: UTF-8 text documents addressed by path.", no_args_is_help=True
+)
+versions_app = typer.Typer(
+    rich_markup_mode="markdown", help="Memory versions: one immutable record per change.", no_args_is_help=True
+)
 memory_app.add_typer(stores_app, name="stores")
 memory_app.add_typer(memories_app, name="memories")
 memory_app.add_typer(versions_app, name="versions")

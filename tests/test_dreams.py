@@ -736,3 +736,32 @@ async def test_a_dream_over_demo_sessions_with_the_demo_model(temporal_env: Any,
     # every dream request was a forced tool call answered with that tool, never the demo's script
     dream_requests = [r for r in mock.requests if is_dream_request(r.body)]
     assert len(dream_requests) == result["progress"]["model_requests"] == 3
+
+
+async def test_an_answer_with_the_wrong_tool_is_corrected_not_a_400() -> None:
+    """A model that calls another tool than the forced one gets a tool_result for that call (the
+    API rejects a conversation whose tool_use has no tool_result), then answers correctly."""
+    import anthropic
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.forced_tool import call_forced_tool
+
+    with MockClaude() as mock:
+        mock.add(
+            Turn.tool_use("some_other_tool", {"x": 1}),
+            Turn.tool_use(EXTRACT_TOOL, {"observations": [{"statement": "editor: vim"}]}),
+        )
+        client = anthropic.AsyncAnthropic(api_key="mock", base_url=mock.base_url, max_retries=0)
+        answer = await ActivityEnvironment().run(
+            call_forced_tool,
+            client,
+            model="claude-sonnet-4-6",
+            max_tokens=1024,
+            system=pipeline.EXTRACT_SYSTEM,
+            tool=pipeline.EXTRACT_TOOL_DEFINITION,
+            prompt="remember: editor = vim",
+            validate=lambda raw: (pipeline.ExtractAnswer.model_validate(raw), None),
+        )
+    assert answer.error is None and answer.value is not None, answer
+    assert [o.statement for o in answer.value.observations] == ["editor: vim"]
+    assert answer.requests == 2 and answer.corrections == ["no record_observations tool call in the answer"]
