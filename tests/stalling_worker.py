@@ -8,6 +8,10 @@ work is done: stored, cloned, asked of the model), writes the marker file
 returning the result, as a worker that dies at the worst moment would leave it. It runs inside
 every worker's ``HeartbeatInterceptor``, so the stalled attempt keeps heartbeating while this
 process lives; a test kills the process with SIGKILL and starts a new worker.
+
+With ``WORKER_START_FILE`` set, the process imports everything, then waits for that file to
+exist before it connects: a replacement worker can be made ready while the worker it replaces
+still runs, and start polling only once that one is killed (importing takes seconds here).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -81,6 +86,9 @@ async def amain(argv: Sequence[str] | None = None) -> None:
 
 
 def main() -> None:
+    start_file = os.environ.get("WORKER_START_FILE")
+    while start_file and not Path(start_file).exists():
+        time.sleep(0.02)
     try:
         asyncio.run(amain())
     except KeyboardInterrupt:

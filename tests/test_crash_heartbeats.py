@@ -14,6 +14,7 @@ activity, then does not return); a delivery stalls in a real HTTP receiver that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import time
@@ -59,6 +60,21 @@ def dreamer() -> Iterator[MockClaude]:
 
 def model_env(mock: MockClaude) -> dict[str, str]:
     return {"ANTHROPIC_API_KEY": "sk-test-not-a-secret", "ANTHROPIC_BASE_URL": mock.base_url}
+
+
+def replacement_worker(client: Any, settings: Any, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
+    """The worker that takes over: a process that imports now (seconds here) but connects to
+    Temporal only once the returned file exists, i.e. once the test killed the worker it replaces.
+    It runs worker.py's workers (``tests/stalling_worker.py`` with nothing to stall)."""
+    start = settings.data_dir / f"start-{uuid.uuid4().hex[:8]}"
+    worker = spawn_worker(
+        client,
+        settings,
+        env={**env, "WORKER_START_FILE": str(start), "STALL_ACTIVITIES": ""},
+        log="worker2.log",
+        script="tests/stalling_worker.py",
+    )
+    return worker, start
 
 
 def kill(worker: subprocess.Popen[bytes]) -> None:
@@ -148,9 +164,12 @@ async def test_worker_killed_during_dream_stage_resumes_after_a_heartbeat_timeou
             attempt=1,
         )
     env = {**model_env(dreamer), "STALL_ACTIVITIES": activity_type}
-    worker = spawn_worker(client, settings, env=env, log="stalling-worker.log", script="tests/stalling_worker.py")
-    killed_pid = worker.pid
-    try:
+    with contextlib.ExitStack() as cleanup:
+        worker = spawn_worker(client, settings, env=env, log="stalling-worker.log", script="tests/stalling_worker.py")
+        cleanup.callback(kill, worker)
+        killed_pid = worker.pid
+        replacement, start_replacement = replacement_worker(client, settings, model_env(dreamer))
+        cleanup.callback(kill, replacement)
         handle = await start_dream(
             client,
             dream_body(store_id, sessions, max_parallel_sessions=1, heartbeat_timeout_seconds=DREAM_HEARTBEAT),
@@ -161,21 +180,22 @@ async def test_worker_killed_during_dream_stage_resumes_after_a_heartbeat_timeou
         [first] = stall_markers(settings.data_dir, activity_type)
         assert first.endswith("-1")
         stalled_at = datetime.fromtimestamp((settings.data_dir / first).stat().st_mtime, UTC)
-        # ... for well over its heartbeat timeout, and it is still attempt 1 on this worker: its
-        # heartbeats kept it alive (without them attempt 2 would have started here by now).
-        await asyncio.sleep(DREAM_HEARTBEAT * 2.5)
+        # ... for four heartbeat timeouts, and it is still attempt 1 on this worker: its heartbeats
+        # kept it alive (without them attempt 2 would have started here after about 1.5 of them).
+        # (Stalling this long also lets Temporal give up the killed worker's sticky queue, about
+        # 10 s after its last poll, by the time attempt 2 completes: the workflow task after it
+        # then goes straight to the new worker instead of waiting out a sticky timeout.)
+        await asyncio.sleep(DREAM_HEARTBEAT * 4)
         assert stall_markers(settings.data_dir, activity_type) == [first]
         alive = await pending(handle, activity_type)
         assert alive.attempt == 1 and alive.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
         assert alive.last_heartbeat_time.ToDatetime(UTC) > stalled_at + timedelta(seconds=DREAM_HEARTBEAT)
         assert alive.last_worker_identity.startswith(f"{killed_pid}@")
         kill(worker)
-        worker = spawn_worker(client, settings, env=model_env(dreamer), log="worker2.log")
+        start_replacement.touch()
         result = await asyncio.wait_for(handle.result(), 90)
-    finally:
-        kill(worker)
     assert result["status"] == "completed", result
-    assert_retried_once_after_heartbeat_timeout(await started_events(handle), activity_type, worker.pid)
+    assert_retried_once_after_heartbeat_timeout(await started_events(handle), activity_type, replacement.pid)
     assert stall_markers(settings.data_dir, activity_type) == [first], "the new worker does not stall"
     # The work done by the lost attempt is reused, not repeated: one model request per session
     # and one consolidation, one output store.
@@ -203,6 +223,7 @@ class HoldingReceiver(Receiver):
         super().__init__()
         self._released = asyncio.Event()  # used on the receiver's own loop
         self.arrived: list[float] = []  # time.monotonic() of each POST
+        self.arrived_at: list[datetime] = []  # and the wall clock's
 
     def release(self) -> None:
         self._loop.call_soon_threadsafe(self._released.set)
@@ -210,6 +231,7 @@ class HoldingReceiver(Receiver):
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.text()
         self.arrived.append(time.monotonic())
+        self.arrived_at.append(datetime.now(UTC))
         self.requests.append(({k.lower(): v for k, v in request.headers.items()}, body))
         if len(self.requests) == 1:
             await self._released.wait()
@@ -220,21 +242,25 @@ async def test_worker_killed_during_webhook_delivery_retries_after_a_heartbeat_t
     temporal_env: Any, settings: Any, mock_claude: MockClaude
 ) -> None:
     client = temporal_env.client
-    receiver = HoldingReceiver().start()
     webhooks = WebhookService(SessionStore(settings.resolved_store_url()).engine)
-    ep = webhooks.create_endpoint(
-        EndpointCreate(
-            url=receiver.url,
-            enabled_events=["session.status_terminated"],
-            initial_retry_seconds=0.5,
-            max_retry_seconds=1,
-        )
-    )
     m = marker()
     mock_claude.script_for(m, Turn.text("done"))
-    worker = spawn_worker(client, settings, env=model_env(mock_claude))
-    killed_pid = worker.pid
-    try:
+    with contextlib.ExitStack() as cleanup:
+        receiver = HoldingReceiver().start()
+        cleanup.callback(receiver.stop)
+        ep = webhooks.create_endpoint(
+            EndpointCreate(
+                url=receiver.url,
+                enabled_events=["session.status_terminated"],
+                initial_retry_seconds=0.5,
+                max_retry_seconds=1,
+            )
+        )
+        worker = spawn_worker(client, settings, env=model_env(mock_claude))
+        cleanup.callback(kill, worker)
+        killed_pid = worker.pid
+        replacement, start_replacement = replacement_worker(client, settings, model_env(mock_claude))
+        cleanup.callback(kill, replacement)
         session = await SessionClient(client, settings.task_queue).create(session_input(f"{m} hi"))
         await session.result()
         await wait_until(lambda: receiver.requests)
@@ -248,17 +274,15 @@ async def test_worker_killed_during_webhook_delivery_retries_after_a_heartbeat_t
         assert webhooks.deliveries(ep.id) == []
         alive = await pending(delivery, "managed_agents.webhooks.deliver")
         assert alive.attempt == 1 and alive.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        assert alive.last_heartbeat_time.ToDatetime(UTC) > receiver.arrived_at[0], "it heartbeat while held"
         assert alive.last_worker_identity.startswith(f"{killed_pid}@")
         kill(worker)
         receiver.release()  # the held POST is answered now, to a worker that is gone
-        worker = spawn_worker(client, settings, env=model_env(mock_claude), log="worker2.log")
+        start_replacement.touch()
         outcome = await asyncio.wait_for(delivery.result(), 90)
-    finally:
-        kill(worker)
-        receiver.stop()
     assert outcome == {ep.id: "delivered"}
     assert_retried_once_after_heartbeat_timeout(
-        await started_events(delivery), "managed_agents.webhooks.deliver", worker.pid
+        await started_events(delivery), "managed_agents.webhooks.deliver", replacement.pid
     )
     # The receiver saw the retry: the same event id and body again; the log has the attempt
     # that answered (attempt 2) and nothing from the lost one.
