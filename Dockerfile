@@ -25,12 +25,14 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-COPY pyproject.toml ./
+COPY pyproject.toml uv.lock README.md ./
 COPY managed_agents ./managed_agents
-COPY workflows ./workflows
-COPY activities ./activities
-# No dev extras. psycopg (binary wheels, no libpq build needed) for postgresql+psycopg:// store URLs.
-RUN pip install . "psycopg[binary]>=3.2,<4"
+# The versions CI tests: every dependency at its uv.lock version (no dev extras; psycopg[binary]
+# for postgresql+psycopg:// store URLs is among them), then the project itself.
+RUN pip install uv==0.13.10 \
+    && uv export --locked --no-dev --no-emit-project --no-hashes -o /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && pip install --no-deps .
 
 # ---- runtime --------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

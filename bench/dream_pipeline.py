@@ -38,13 +38,13 @@ from temporalio.testing import WorkflowEnvironment
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from managed_agents.config import WorkerSettings  # noqa: E402
-from managed_agents.devserver import DEV_SERVER_TUNING, temporal_cli_path  # noqa: E402
-from managed_agents.dreams.client import start_dream  # noqa: E402
-from managed_agents.dreams.records import DreamRecords  # noqa: E402
-from managed_agents.memory.models import user_actor  # noqa: E402
-from managed_agents.memory.service import MemoryService  # noqa: E402
-from managed_agents.store import SessionStore  # noqa: E402
+from managed_agents._devserver import DEV_SERVER_TUNING, temporal_cli_path  # noqa: E402
+from managed_agents._dreams.client import start_dream  # noqa: E402
+from managed_agents._dreams.records import DreamRecords  # noqa: E402
+from managed_agents._memory.models import user_actor  # noqa: E402
+from managed_agents._memory.service import MemoryService  # noqa: E402
+from managed_agents._settings import WorkerSettings  # noqa: E402
+from managed_agents._store import SessionStore  # noqa: E402
 from managed_agents.testing.dreamer import dreamer_responder  # noqa: E402
 from managed_agents.testing.mock_claude import MockClaude  # noqa: E402
 

@@ -38,8 +38,8 @@ from rich.table import Table
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from managed_agents.client import SessionClient
-from managed_agents.devserver import free_port, temporal_cli_path
+from managed_agents._client import SessionClient
+from managed_agents._devserver import free_port, temporal_cli_path
 from managed_agents.testing.mock_claude import Fault, MockClaude, Turn
 
 ROOT = Path(__file__).resolve().parents[1]

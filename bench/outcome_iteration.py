@@ -33,14 +33,14 @@ from rich.table import Table
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from managed_agents.client import SessionClient
-from managed_agents.config import WorkerSettings
-from managed_agents.devserver import temporal_cli_path
-from managed_agents.grader import GRADE_TOOL, GRADE_TOOL_DEFINITION, GRADER_SYSTEM, grader_prompt
-from managed_agents.sandbox.tools import run_tool
-from managed_agents.store import SessionStore
+from managed_agents._client import SessionClient
+from managed_agents._devserver import temporal_cli_path
+from managed_agents._grader import GRADE_TOOL, GRADE_TOOL_DEFINITION, GRADER_SYSTEM, grader_prompt
+from managed_agents._sandbox.tools import run_tool
+from managed_agents._settings import WorkerSettings
+from managed_agents._store import SessionStore
+from managed_agents._worker import build_workers, run_workers
 from managed_agents.testing.mock_claude import MockClaude, Turn
-from managed_agents.worker import build_workers, run_workers
 
 MODEL_CALLS_PER_ITERATION = 3
 console = Console()

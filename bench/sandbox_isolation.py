@@ -1,6 +1,6 @@
 """Added cost of the bubblewrap sandbox per bash tool call.
 
-Runs the same bash calls through :func:`managed_agents.sandbox.tools.run_tool` bare (``policy=None``:
+Runs the same bash calls through :func:`managed_agents._sandbox.tools.run_tool` bare (``policy=None``:
 a plain ``bash -c`` in the workspace) and isolated (``policy=SandboxPolicy()``: bwrap with fresh
 namespaces, the read-only runtime view, rlimits, the per-command cgroup when there is one, and the
 workspace quota measured before and after), interleaved in one run, and prints the median and p90
@@ -24,8 +24,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from managed_agents.sandbox.isolation import SandboxPolicy, isolation_available, process_limit_mechanism
-from managed_agents.sandbox.tools import run_tool
+from managed_agents._sandbox.isolation import SandboxPolicy, isolation_available, process_limit_mechanism
+from managed_agents._sandbox.tools import run_tool
 
 COMMANDS = ("echo hi", "python3 -c pass")
 console = Console()

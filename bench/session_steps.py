@@ -102,7 +102,7 @@ MARK = re.compile(r"\[bench:(?P<kind>[a-z]+):(?P<id>[0-9a-f]+):steps=(?P<n>\d+)\
 # A snapshot of the engine's code
 # ------------------------------------------------------------------------------------------------
 
-ENGINE_PACKAGES = ("managed_agents", "workflows", "activities")
+ENGINE_PACKAGES = ("managed_agents",)
 
 
 def snapshot_engine(dest: Path) -> dict[str, Any]:
@@ -249,9 +249,9 @@ _floor_transcripts: dict[str, FloorTranscript] = {}
 async def floor_model_request(inp: dict[str, Any]) -> dict[str, Any]:
     """The engine's model call without the engine: the same growing request, built by the same
     ``build_request`` from a transcript held in memory, streamed the same way."""
-    from activities.heartbeat import heartbeating
-    from managed_agents.models.session import SessionCreateParams
-    from managed_agents.prompt import build_request, next_cleared_before, order_user_blocks
+    from managed_agents._activities.heartbeat import heartbeating
+    from managed_agents._models.session import SessionCreateParams
+    from managed_agents._prompt import build_request, next_cleared_before, order_user_blocks
 
     params = SessionCreateParams.model_validate(session_input(inp["text"], inp["steps"]))
     opts = params.options
@@ -277,7 +277,7 @@ async def floor_model_request(inp: dict[str, Any]) -> dict[str, Any]:
 
 @activity.defn(name=FLOOR_TOOL_ACTIVITY)
 async def floor_tool_bash(inp: dict[str, Any]) -> dict[str, Any]:
-    from managed_agents.sandbox.tools import ToolLimits, run_tool
+    from managed_agents._sandbox.tools import ToolLimits, run_tool
 
     assert _floor_workspace is not None
     workspace = _floor_workspace / inp["session"]
@@ -428,9 +428,9 @@ class Bench:
     def engine(self) -> Any:
         """The engine's modules and the worker settings/store, imported on first use."""
         if self._engine is None:
-            from managed_agents.config import WorkerSettings
-            from managed_agents.store import SessionStore
-            from managed_agents.worker import build_workers
+            from managed_agents._settings import WorkerSettings
+            from managed_agents._store import SessionStore
+            from managed_agents._worker import build_workers
 
             settings = WorkerSettings(
                 task_queue=TASK_QUEUE,
@@ -449,7 +449,7 @@ class Bench:
         Returns what a bash call costs, bare and under that policy, for the report."""
         import inspect
 
-        from managed_agents.sandbox.tools import run_tool
+        from managed_agents._sandbox.tools import run_tool
 
         settings = self.engine().settings
         policy = settings.sandbox_policy() if hasattr(settings, "sandbox_policy") else None
@@ -458,14 +458,14 @@ class Bench:
         info: dict[str, Any] = {"policy": type(policy).__name__ if policy is not None else None}
         if policy is not None:
             with contextlib.suppress(Exception):
-                from managed_agents.sandbox.isolation import bash_mode
+                from managed_agents._sandbox.isolation import bash_mode
 
                 info["bash_mode"] = bash_mode(policy)[0]
         return info
 
     async def tool_cost(self) -> dict[str, float]:
         """Median ms of one bash tool call (the step's command), bare and as the contenders run it."""
-        from managed_agents.sandbox.tools import ToolLimits, run_tool
+        from managed_agents._sandbox.tools import ToolLimits, run_tool
 
         workspace = self.tmp / "tool-cost"
         workspace.mkdir(parents=True, exist_ok=True)
@@ -576,9 +576,9 @@ class Bench:
     # --- contender 1: plain asyncio loop ---
 
     async def run_plain(self, steps: int) -> RunResult:
-        from managed_agents.models.session import SessionCreateParams
-        from managed_agents.prompt import build_request, next_cleared_before, order_user_blocks
-        from managed_agents.sandbox.tools import ToolLimits, run_tool
+        from managed_agents._models.session import SessionCreateParams
+        from managed_agents._prompt import build_request, next_cleared_before, order_user_blocks
+        from managed_agents._sandbox.tools import ToolLimits, run_tool
 
         mark = marker("plain", steps)
         params = SessionCreateParams.model_validate(session_input(f"{mark} do the work", steps))
@@ -1026,8 +1026,8 @@ async def amain(args: argparse.Namespace) -> int:
     try:
         snapshot = snapshot_engine(tmp / "engine")
         print(f"[bench] engine snapshot {snapshot['sha256']} (newest file {snapshot['newest_file']})", flush=True)
-        from managed_agents.devserver import temporal_cli_path
-        from managed_agents.logging import configure_logging
+        from managed_agents._devserver import temporal_cli_path
+        from managed_agents._logging import configure_logging
 
         configure_logging("console", "WARNING")
         dev_args = [] if args.stock_dev_server else DEV_SERVER_ARGS

@@ -14,12 +14,12 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from managed_agents.client import SessionClient
-from managed_agents.config import WorkerSettings
-from managed_agents.devserver import DEV_SERVER_TUNING, temporal_cli_path
-from managed_agents.store import SessionStore
+from managed_agents._client import SessionClient
+from managed_agents._devserver import DEV_SERVER_TUNING, temporal_cli_path
+from managed_agents._settings import WorkerSettings
+from managed_agents._store import SessionStore
+from managed_agents._worker import build_workers, run_workers
 from managed_agents.testing.mock_claude import MockClaude
-from managed_agents.worker import build_workers, run_workers
 
 
 @pytest.fixture(scope="session")

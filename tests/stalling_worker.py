@@ -1,7 +1,7 @@
 """``worker.py`` with one difference, for crash tests: the activity types named in
 ``STALL_ACTIVITIES`` (comma-separated) run as usual, then do not return.
 
-Same arguments, settings and workers as ``python worker.py`` (``managed_agents.worker``), plus
+Same arguments, settings and workers as ``python worker.py`` (``managed_agents._worker``), plus
 one worker interceptor. For a named activity type the interceptor runs the real activity (its
 work is done: stored, cloned, asked of the model), writes the marker file
 ``<data dir>/stalled-<activity type>-<activity id>-<attempt>`` and then sleeps instead of
@@ -30,9 +30,9 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from managed_agents.client import connect
-from managed_agents.logging import configure_logging, get_logger
-from managed_agents.worker import build_workers, parse_args, run_workers, settings_from_args
+from managed_agents._client import connect
+from managed_agents._logging import configure_logging, get_logger
+from managed_agents._worker import build_workers, parse_args, run_workers, settings_from_args
 
 log = get_logger("tests.stalling_worker")
 

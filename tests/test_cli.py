@@ -12,7 +12,7 @@ from pathlib import Path
 from managed_agents.testing.mock_claude import Turn
 from tests.helpers import marker
 
-CLI = [sys.executable, "-m", "managed_agents.cli"]
+CLI = [sys.executable, "-m", "managed_agents"]
 
 
 def cli(harness, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

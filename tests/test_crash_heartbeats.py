@@ -30,14 +30,14 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState, TimeoutType
 from temporalio.api.history.v1 import ActivityTaskStartedEventAttributes
 from temporalio.client import WorkflowHandle
 
-from managed_agents.client import SessionClient
-from managed_agents.dreams.client import start_dream
-from managed_agents.memory.service import MemoryService
-from managed_agents.store import SessionStore
+from managed_agents._client import SessionClient
+from managed_agents._dreams.client import start_dream
+from managed_agents._memory.service import MemoryService
+from managed_agents._store import SessionStore
+from managed_agents._webhooks.models import EndpointCreate
+from managed_agents._webhooks.service import WebhookService
 from managed_agents.testing.dreamer import dreamer_responder
 from managed_agents.testing.mock_claude import MockClaude, Turn
-from managed_agents.webhooks.models import EndpointCreate
-from managed_agents.webhooks.service import WebhookService
 from tests.helpers import marker, session_input, spawn_worker
 from tests.test_dreams import contents, dream_body, seeded_store
 from tests.test_webhooks import Receiver

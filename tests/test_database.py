@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from managed_agents.memory import MemoryService
-from managed_agents.store import SessionStore
+from managed_agents._memory import MemoryService
+from managed_agents._store import SessionStore
 
 
 def _hold_first_write(path: Path, seconds: float) -> threading.Timer:

@@ -18,9 +18,9 @@ from typing import Any
 import psutil
 import pytest
 
-from managed_agents.client import SessionClient
+from managed_agents._client import SessionClient
 
-CLI = [sys.executable, "-m", "managed_agents.cli"]
+CLI = [sys.executable, "-m", "managed_agents"]
 READY = re.compile(r"TEMPORAL_ADDRESS=(\S+), Temporal UI")
 
 

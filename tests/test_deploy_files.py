@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from managed_agents.config import WorkerSettings, temporal_connect_config
+from managed_agents._settings import WorkerSettings, temporal_connect_config
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -488,7 +488,12 @@ def test_dockerfile_installs_the_project_without_dev_extras() -> None:
     installs = [cmd for cmd in re.split(r"&&|;", runs) if re.search(r"\bpip3? install\b", cmd)]
     assert any(re.search(r"(^|\s)\.(\s|$)", cmd) for cmd in installs), "no `pip install .`"
     assert all("[dev]" not in cmd and ".[" not in cmd for cmd in installs), "dev extras are installed"
-    assert any("psycopg[binary]" in cmd for cmd in installs), "the PostgreSQL driver is not installed"
+    # Dependencies at the versions CI tested: exported from the lock, without dev extras.
+    exports = [cmd for cmd in re.split(r"&&|;", runs) if re.search(r"\buv export\b", cmd)]
+    assert exports and all("--locked" in cmd and "--no-dev" in cmd for cmd in exports), "not installed from uv.lock"
+    assert all("--extra" not in cmd and "--all-extras" not in cmd for cmd in exports), "dev extras are installed"
+    lock = (ROOT / "uv.lock").read_text()
+    assert 'name = "psycopg-binary"' in lock, "the PostgreSQL driver (psycopg[binary]) is not in the lock"
 
 
 def test_dockerfile_copies_existing_paths_not_ignored() -> None:

@@ -18,19 +18,19 @@ from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from managed_agents.dreams import pipeline, review
-from managed_agents.dreams.client import DreamNotCancelable, cancel_dream, get_dream, start_dream
-from managed_agents.dreams.models import DreamCreateParams
-from managed_agents.dreams.pipeline import CONSOLIDATE_TOOL, EXTRACT_TOOL
-from managed_agents.dreams.records import DreamRecords
-from managed_agents.memory.models import user_actor
-from managed_agents.memory.service import MemoryService
+from managed_agents._dreams import pipeline, review
+from managed_agents._dreams.client import DreamNotCancelable, cancel_dream, get_dream, start_dream
+from managed_agents._dreams.models import DreamCreateParams
+from managed_agents._dreams.pipeline import CONSOLIDATE_TOOL, EXTRACT_TOOL
+from managed_agents._dreams.records import DreamRecords
+from managed_agents._memory.models import user_actor
+from managed_agents._memory.service import MemoryService
+from managed_agents._workflows.dream import DreamWorkflow
 from managed_agents.testing.demo_model import DEMO_TASK, demo_responder
 from managed_agents.testing.dreamer import dreamer_responder, is_dream_request
 from managed_agents.testing.mock_claude import MockClaude, Turn
 from tests.conftest import Harness
 from tests.helpers import session_input, spawn_worker
-from workflows.dream import DreamWorkflow
 
 MODEL = "claude-sonnet-4-6"
 ADMIN = user_actor("alice")
@@ -355,7 +355,7 @@ async def test_dream_schedule_picks_only_new_sessions_each_run(dh: Harness) -> N
 
     from temporalio.client import ScheduleOverlapPolicy
 
-    from managed_agents.dreams.client import create_dream_schedule
+    from managed_agents._dreams.client import create_dream_schedule
 
     memory = memory_of(dh)
     records = DreamRecords(dh.store.engine)
@@ -418,7 +418,7 @@ def _cli(h: Harness, *args: str) -> Any:
         "MANAGED_AGENTS_TASK_QUEUE": h.settings.task_queue,
         "MANAGED_AGENTS_STORE_URL": h.settings.resolved_store_url(),
     }
-    command = [sys.executable, "-m", "managed_agents.cli", "dream", *args]
+    command = [sys.executable, "-m", "managed_agents", "dream", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -666,9 +666,9 @@ async def test_a_reused_extract_still_reports_its_skipped_parts(temporal_env: An
     from sqlalchemy import delete
     from temporalio.testing import ActivityEnvironment
 
-    from activities.dream import DreamActivities
-    from managed_agents.dreams.models import ExtractInput
-    from managed_agents.dreams.tables import dream_stage_results
+    from managed_agents._activities.dream import DreamActivities
+    from managed_agents._dreams.models import ExtractInput
+    from managed_agents._dreams.tables import dream_stage_results
 
     with MockClaude(default=unreadable_dreamer) as mock:
         h = Harness(temporal_env.client, settings, mock)
@@ -744,7 +744,7 @@ async def test_an_answer_with_the_wrong_tool_is_corrected_not_a_400() -> None:
     import anthropic
     from temporalio.testing import ActivityEnvironment
 
-    from activities.forced_tool import call_forced_tool
+    from managed_agents._activities.forced_tool import call_forced_tool
 
     with MockClaude() as mock:
         mock.add(

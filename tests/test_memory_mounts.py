@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from managed_agents.client import new_session_id
-from managed_agents.memory import MemoryService, content_sha256, session_actor, user_actor
-from managed_agents.models.activity_io import MemoryMountRequest
-from managed_agents.models.session import SessionCreateParams
-from managed_agents.prompt import memory_section
-from managed_agents.sandbox.isolation import isolation_available
-from managed_agents.sandbox.memory_mounts import MemoryManifest, MemorySync
+from managed_agents._client import new_session_id
+from managed_agents._memory import MemoryService, content_sha256, session_actor, user_actor
+from managed_agents._models.activity_io import MemoryMountRequest
+from managed_agents._models.session import SessionCreateParams
+from managed_agents._prompt import memory_section
+from managed_agents._sandbox.isolation import isolation_available
+from managed_agents._sandbox.memory_mounts import MemoryManifest, MemorySync
 from managed_agents.testing.mock_claude import Turn
 from tests.helpers import agent, marker, session_input
 from tests.test_memory_store import db_url, new_db, pg_cluster  # noqa: F401  (fixtures: SQLite and PostgreSQL)
@@ -421,7 +421,7 @@ def test_removed_or_redirected_folder_is_restored_not_deleted(svc: MemoryService
 
 
 def test_missing_and_archived_stores_are_refused(svc: MemoryService, tmp_path: Path) -> None:
-    from managed_agents.sandbox.memory_mounts import MemoryMountError
+    from managed_agents._sandbox.memory_mounts import MemoryMountError
 
     archived = svc.create_store("a")
     svc.archive_store(archived.id)
@@ -441,7 +441,7 @@ def test_sha_of_synced_content_matches_the_store(svc: MemoryService, tmp_path: P
 
 
 def test_bash_binds_only_real_workspace_folders(tmp_path: Path) -> None:
-    from managed_agents.sandbox.isolation import SandboxPolicy, WorkspaceBind, bash_argv
+    from managed_agents._sandbox.isolation import SandboxPolicy, WorkspaceBind, bash_argv
 
     ws = tmp_path / "ws"
     (ws / "memory" / "notes").mkdir(parents=True)

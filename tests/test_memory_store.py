@@ -1,4 +1,4 @@
-"""Memory stores, memories and versions (managed_agents.memory), on SQLite and on a real PostgreSQL.
+"""Memory stores, memories and versions (managed_agents._memory), on SQLite and on a real PostgreSQL.
 
 The PostgreSQL server is Debian's (``apt-get install postgresql``, done by .ci/run): the fixture makes
 a throwaway cluster with initdb in a temporary directory, on a free port of 127.0.0.1, and removes it
@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from managed_agents.memory import (
+from managed_agents._memory import (
     InvalidMemoryRequest,
     MemoryLimitExceeded,
     MemoryNotFound,
@@ -43,7 +43,7 @@ from managed_agents.memory import (
     session_actor,
     user_actor,
 )
-from managed_agents.migrations import VERSION_TABLE, ensure_schema, head_revision, target_metadata
+from managed_agents._migrations import VERSION_TABLE, ensure_schema, head_revision, target_metadata
 
 ALICE = user_actor("alice")
 AGENT = session_actor("sesn_agent")
@@ -590,8 +590,8 @@ def _schema_version(url: str) -> list[str]:
 MIGRATE_CHILD = """
 import sys, time
 from pathlib import Path
-from managed_agents.memory import MemoryService
-from managed_agents.store import SessionStore
+from managed_agents._memory import MemoryService
+from managed_agents._store import SessionStore
 print("ready", flush=True)
 go = Path(sys.argv[2])
 while not go.exists():
@@ -636,8 +636,8 @@ def test_migration_adopts_a_database_made_by_create_all_and_matches_the_tables(n
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from managed_agents.store import SessionStore
-    from managed_agents.store import metadata as session_metadata
+    from managed_agents._store import SessionStore
+    from managed_agents._store import metadata as session_metadata
 
     url = new_db()
     engine = sa.create_engine(url)
@@ -673,7 +673,7 @@ class MemoryServiceCtx:
 
 
 def test_service_on_the_session_store_engine(db_url: str) -> None:
-    from managed_agents.store import SessionStore
+    from managed_agents._store import SessionStore
 
     store = SessionStore(db_url)
     try:
@@ -696,7 +696,7 @@ def test_cli_round_trip(tmp_path: Path) -> None:
 
     def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "managed_agents.cli", "memory", *args],
+            [sys.executable, "-m", "managed_agents", "memory", *args],
             capture_output=True,
             text=True,
             env=env,

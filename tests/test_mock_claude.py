@@ -19,7 +19,7 @@ import httpx2
 import pytest
 from anthropic import Anthropic, AsyncAnthropic
 
-from managed_agents.retry import classify_model_error
+from managed_agents._retry import classify_model_error
 from managed_agents.testing.mock_claude import (
     NO_SCRIPT_MESSAGE,
     Fault,

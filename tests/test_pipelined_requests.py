@@ -20,9 +20,9 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from managed_agents.client import SessionClient
+from managed_agents._client import SessionClient
+from managed_agents._worker import build_workers, run_workers
 from managed_agents.testing.mock_claude import Turn
-from managed_agents.worker import build_workers, run_workers
 from tests.helpers import marker, session_input, types
 
 MODEL_ACTIVITY = "managed_agents.model_request"

@@ -18,9 +18,9 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from managed_agents._workflows.session import AgentSession
 from managed_agents.testing.mock_claude import Fault, Turn
 from tests.helpers import agent, marker, session_input
-from workflows.session import AgentSession
 
 HISTORIES = Path(__file__).parent / "histories"
 #: Today's recording (fast start, batched bookkeeping, pipelined model requests: the request after

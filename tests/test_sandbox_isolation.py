@@ -1,4 +1,4 @@
-"""OS-level isolation of the bash tool (managed_agents.sandbox.isolation): real bubblewrap, real
+"""OS-level isolation of the bash tool (managed_agents._sandbox.isolation): real bubblewrap, real
 processes, real escape attempts. Every attempt must be refused or contained with a clear error,
 and the worker (this test process) must come out unharmed."""
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from managed_agents.sandbox import isolation
-from managed_agents.sandbox.isolation import (
+from managed_agents._sandbox import isolation
+from managed_agents._sandbox.isolation import (
     SANDBOX_WORKSPACE,
     NetworkConfig,
     SandboxPolicy,
@@ -31,7 +31,7 @@ from managed_agents.sandbox.isolation import (
     spawn_env,
     workspace_usage,
 )
-from managed_agents.sandbox.tools import ToolLimits, ToolOutcome, run_tool
+from managed_agents._sandbox.tools import ToolLimits, ToolOutcome, run_tool
 
 MiB = 1024 * 1024
 _OK, _REASON = isolation_available()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from managed_agents.config import WorkerSettings
-from managed_agents.sandbox.isolation import isolation_available
+from managed_agents._sandbox.isolation import isolation_available
+from managed_agents._settings import WorkerSettings
 from managed_agents.testing.mock_claude import Turn
 from tests.conftest import Harness
 from tests.helpers import marker, session_input, spawn_worker

@@ -1,4 +1,4 @@
-"""Tests for the built-in sandbox tools (managed_agents.sandbox.tools): real files under tmp_path."""
+"""Tests for the built-in sandbox tools (managed_agents._sandbox.tools): real files under tmp_path."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from managed_agents.sandbox import tools as tools_mod
-from managed_agents.sandbox.tools import (
+from managed_agents._sandbox import tools as tools_mod
+from managed_agents._sandbox.tools import (
     TOOL_NAMES,
     PathEscapeError,
     ToolLimits,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 
-from managed_agents.client import new_session_id
+from managed_agents._client import new_session_id
 from managed_agents.testing.mock_claude import Turn
 from tests.helpers import agent, marker, session_input
 
@@ -110,7 +110,7 @@ async def test_malformed_events_are_rejected_and_the_session_goes_on(harness) ->
 def test_client_validates_before_starting() -> None:
     from pydantic import ValidationError
 
-    from managed_agents.models.session import SessionCreateParams
+    from managed_agents._models.session import SessionCreateParams
 
     with pytest.raises(ValidationError) as info:
         SessionCreateParams.model_validate(

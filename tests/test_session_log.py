@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from managed_agents.store import SessionStore, TranscriptGapError
+from managed_agents._store import SessionStore, TranscriptGapError
 from tests.test_memory_store import db_url, new_db, pg_cluster  # noqa: F401  (fixtures: SQLite and PostgreSQL)
 
 SESSION = "sesn_log"

@@ -17,9 +17,9 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.model import ModelActivities
-from managed_agents.content_hash import content_ref
-from managed_agents.models.activity_io import ModelRequestInput, TranscriptMessage
+from managed_agents._activities.model import ModelActivities
+from managed_agents._content_hash import content_ref
+from managed_agents._models.activity_io import ModelRequestInput, TranscriptMessage
 from managed_agents.testing.mock_claude import Turn
 from tests.conftest import Harness
 from tests.helpers import agent, marker, session_input

@@ -6,7 +6,7 @@ import asyncio
 import json
 import subprocess
 
-from managed_agents.devserver import temporal_cli_path
+from managed_agents._devserver import temporal_cli_path
 from managed_agents.testing.mock_claude import Turn
 from tests.helpers import marker, session_input
 

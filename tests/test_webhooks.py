@@ -13,9 +13,9 @@ import pytest
 import standardwebhooks
 from aiohttp import web
 
+from managed_agents._webhooks.models import EndpointCreate
+from managed_agents._webhooks.service import WebhookService
 from managed_agents.testing.mock_claude import Turn
-from managed_agents.webhooks.models import EndpointCreate
-from managed_agents.webhooks.service import WebhookService
 from tests.helpers import marker, session_input
 
 
@@ -232,7 +232,7 @@ async def test_cli_manages_endpoints_and_redelivers(harness, receiver, webhooks)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "managed_agents.cli", "webhooks", *args],
+            [sys.executable, "-m", "managed_agents", "webhooks", *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -275,7 +275,7 @@ def _local_activities(history) -> list[tuple[int, str]]:
 async def test_a_session_end_is_noted_in_one_local_activity(harness, receiver, webhooks) -> None:
     """The idle event, the dream-index record and the terminated event of a session that ends with
     its turn go in one local activity, and each still does its job."""
-    from managed_agents.dreams.records import DreamRecords
+    from managed_agents._dreams.records import DreamRecords
 
     endpoint(webhooks, receiver.url, enabled_events=["session.status_idled", "session.status_terminated"])
     m = marker()

@@ -9,7 +9,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from managed_agents.client import SessionClient
+from managed_agents._client import SessionClient
 from managed_agents.testing.mock_claude import Fault, Turn
 from tests.helpers import marker, session_input, spawn_worker
 
@@ -218,9 +218,9 @@ async def test_sigkill_mid_fan_out_every_thread_finishes_exactly_once(temporal_e
 
 
 async def test_sigkill_between_webhook_attempts_delivery_still_completes(temporal_env, mock_claude, settings) -> None:
-    from managed_agents.store import SessionStore
-    from managed_agents.webhooks.models import EndpointCreate
-    from managed_agents.webhooks.service import WebhookService
+    from managed_agents._store import SessionStore
+    from managed_agents._webhooks.models import EndpointCreate
+    from managed_agents._webhooks.service import WebhookService
     from tests.test_webhooks import Receiver
 
     receiver = Receiver().start()

@@ -17,7 +17,7 @@ import html
 import re
 from typing import Any
 
-from managed_agents.dreams.pipeline import CONSOLIDATE_TOOL, EXTRACT_TOOL
+from managed_agents._dreams.pipeline import CONSOLIDATE_TOOL, EXTRACT_TOOL
 from managed_agents.testing.mock_claude import Turn
 
 REMEMBER = re.compile(r"remember:\s*([\w.-]+)\s*=\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)

@@ -1,9 +1,0 @@
-"""Activities: where the session touches the world (Claude, the sandbox, the session log store).
-
-Activity names are namespaced and stable (``managed_agents.*``): they are recorded in histories.
-"""
-
-from activities.model import ModelActivities, ModelClientFactory
-from activities.sandbox import SandboxActivities
-
-__all__ = ["ModelActivities", "ModelClientFactory", "SandboxActivities"]

@@ -1,0 +1,77 @@
+"""``WebhookEvent``: deliver one event to every endpoint that should get it, durably.
+
+Started (and abandoned) by the session that emitted the event, so delivery never slows or breaks
+it. Each endpoint's delivery retries with jittered exponential backoff over the endpoint's retry
+window, with the same event id on every attempt; what is finally given up is recorded, and the
+endpoint is disabled with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+#: Every activity here heartbeats (the worker's HeartbeatInterceptor): a worker lost mid-delivery
+#: is noticed within this time, and the POST is retried at once rather than after 60 s.
+HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+
+with workflow.unsafe.imports_passed_through():
+    from managed_agents._webhooks.models import (
+        DeliverInput,
+        DeliverResult,
+        FanoutResult,
+        FanoutTarget,
+        GiveUpInput,
+        WebhookEventInput,
+    )
+
+
+@workflow.defn(name="WebhookEvent")
+class WebhookEvent:
+    @workflow.run
+    async def run(self, inp: WebhookEventInput) -> dict[str, str]:
+        fanout = await workflow.execute_activity(
+            "managed_agents.webhooks.fanout",
+            inp,
+            result_type=FanoutResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+        )
+        outcomes = await asyncio.gather(*(self._deliver(inp.event_id, t) for t in fanout.targets))
+        return dict(zip((t.endpoint_id for t in fanout.targets), outcomes, strict=True))
+
+    async def _deliver(self, event_id: str, target: FanoutTarget) -> str:
+        try:
+            result = await workflow.execute_activity(
+                "managed_agents.webhooks.deliver",
+                DeliverInput(
+                    event_id=event_id,
+                    endpoint_id=target.endpoint_id,
+                    initial_retry_seconds=target.initial_retry_seconds,
+                    max_retry_seconds=target.max_retry_seconds,
+                ),
+                result_type=DeliverResult,
+                start_to_close_timeout=timedelta(seconds=60),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                schedule_to_close_timeout=timedelta(seconds=target.retry_window_seconds),
+                # The activity sets each delay itself (jittered); the policy only bounds the attempts.
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=target.initial_retry_seconds),
+                    maximum_interval=timedelta(seconds=target.max_retry_seconds),
+                    non_retryable_error_types=["EndpointNotFound"],
+                ),
+            )
+        except ActivityError as err:
+            cause = err.cause or err
+            await workflow.execute_activity(
+                "managed_agents.webhooks.give_up",
+                GiveUpInput(event_id=event_id, endpoint_id=target.endpoint_id, last_error=str(cause)),
+                start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            )
+            return "gave_up"
+        return result.outcome
