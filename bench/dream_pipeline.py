@@ -43,7 +43,7 @@ from managed_agents._dreams.client import start_dream  # noqa: E402
 from managed_agents._dreams.records import DreamRecords  # noqa: E402
 from managed_agents._memory.models import user_actor  # noqa: E402
 from managed_agents._memory.service import MemoryService  # noqa: E402
-from managed_agents._settings import WorkerSettings  # noqa: E402
+from managed_agents._settings import ManagedAgentsSettings  # noqa: E402
 from managed_agents._store import SessionStore  # noqa: E402
 from managed_agents.testing.dreamer import dreamer_responder  # noqa: E402
 from managed_agents.testing.mock_claude import MockClaude  # noqa: E402
@@ -87,7 +87,7 @@ async def main() -> int:
     sizes = [int(x) for x in args.sessions.split(",")]
 
     tmp = Path(tempfile.mkdtemp(prefix="dream-bench-"))
-    settings = WorkerSettings(task_queue="dream-bench", data_dir=tmp / "data", sandbox_id="bench")
+    settings = ManagedAgentsSettings(task_queue="dream-bench", data_dir=tmp / "data", sandbox_id="bench")
     settings.data_dir.mkdir(parents=True)
     store = SessionStore(settings.resolved_store_url())
     records = DreamRecords(store.engine)

@@ -37,7 +37,7 @@ from managed_agents._client import SessionClient
 from managed_agents._devserver import temporal_cli_path
 from managed_agents._grader import GRADE_TOOL, GRADE_TOOL_DEFINITION, GRADER_SYSTEM, grader_prompt
 from managed_agents._sandbox.tools import run_tool
-from managed_agents._settings import WorkerSettings
+from managed_agents._settings import ManagedAgentsSettings
 from managed_agents._store import SessionStore
 from managed_agents._worker import build_workers, run_workers
 from managed_agents.testing.mock_claude import MockClaude, Turn
@@ -132,7 +132,7 @@ async def main(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     try:
         with MockClaude(latency=args.latency) as mock:
-            settings = WorkerSettings(task_queue="bench-outcomes", data_dir=tmp / "data", sandbox_id="bench")
+            settings = ManagedAgentsSettings(task_queue="bench-outcomes", data_dir=tmp / "data", sandbox_id="bench")
             client = anthropic.AsyncAnthropic(api_key="bench", base_url=mock.base_url, max_retries=0)
             workers = build_workers(
                 env.client,

@@ -428,11 +428,11 @@ class Bench:
     def engine(self) -> Any:
         """The engine's modules and the worker settings/store, imported on first use."""
         if self._engine is None:
-            from managed_agents._settings import WorkerSettings
+            from managed_agents._settings import ManagedAgentsSettings
             from managed_agents._store import SessionStore
             from managed_agents._worker import build_workers
 
-            settings = WorkerSettings(
+            settings = ManagedAgentsSettings(
                 task_queue=TASK_QUEUE,
                 data_dir=self.tmp / "data",
                 sandbox_id=SANDBOX_ID,
@@ -498,7 +498,7 @@ class Bench:
             global _floor_client, _floor_workspace
             _floor_client = anthropic.AsyncAnthropic(api_key=API_KEY, base_url=self.mock.base_url, max_retries=0)
             _floor_workspace = self.tmp / "floor-workspaces"
-            # The limits build_workers uses by default (WorkerSettings: 100 and 100).
+            # The limits build_workers uses by default (ManagedAgentsSettings: 100 and 100).
             workers = [
                 Worker(
                     self.client,

@@ -80,9 +80,9 @@ def demo(
 ) -> None:
     """The main job: embedded Temporal dev server + worker + one example session, end to end."""
     from managed_agents._demo import DEMO_TASK, run_demo
-    from managed_agents._settings import WorkerSettings
+    from managed_agents._settings import ManagedAgentsSettings
 
-    directory = data_dir or WorkerSettings().data_dir
+    directory = data_dir or ManagedAgentsSettings().data_dir
     try:
         code = asyncio.run(
             run_demo(console, data_dir=directory, task=task or DEMO_TASK, model=model, keep_running=keep_running)
@@ -367,10 +367,10 @@ StoreUrl = Annotated[
 
 def _webhook_service(store_url: str | None) -> Any:
     from managed_agents._database import create_store_engine
-    from managed_agents._settings import WorkerSettings
+    from managed_agents._settings import ManagedAgentsSettings
     from managed_agents._webhooks.service import WebhookService
 
-    return WebhookService(create_store_engine(store_url or WorkerSettings().resolved_store_url()))
+    return WebhookService(create_store_engine(store_url or ManagedAgentsSettings().resolved_store_url()))
 
 
 def _print_endpoint(endpoint: Any, as_json: bool) -> None:

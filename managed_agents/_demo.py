@@ -1,7 +1,7 @@
 """The main job on a fresh machine: an embedded Temporal dev server (SQLite), a worker, and one
 example session end to end, followed live in the terminal.
 
-It uses the same data directory as every other command (``WorkerSettings.data_dir``:
+It uses the same data directory as every other command (``ManagedAgentsSettings.data_dir``:
 ``$MANAGED_AGENTS_DATA_DIR`` or ``./.managed-agents``), so a memory store or webhook endpoint
 created with the CLI is there for the demo's worker, and the demo's sessions are there for
 ``managed-agents dream``. SIGTERM, SIGHUP and Ctrl-C stop the server and worker it started.
@@ -22,7 +22,7 @@ from managed_agents._client import SessionClient, connect, new_session_id
 from managed_agents._devserver import DevServer, free_port
 from managed_agents._logging import configure_logging
 from managed_agents._render import render_event, session_table
-from managed_agents._settings import WorkerSettings
+from managed_agents._settings import ManagedAgentsSettings
 from managed_agents._worker import build_workers, run_workers
 from managed_agents.testing.demo_model import DEMO_TASK, demo_responder
 from managed_agents.testing.mock_claude import MockClaude
@@ -72,14 +72,14 @@ async def run_demo(
         await asyncio.to_thread(server.wait_ready)
         console.print(f"[bold]Temporal UI:[/] {server.ui_url}")
         client = await connect(server.address, server.namespace)
-        settings = WorkerSettings(data_dir=data_dir)
+        settings = ManagedAgentsSettings(data_dir=data_dir)
         from managed_agents._sandbox.isolation import isolation_available
 
         isolated, why = isolation_available()
         if isolated:
             console.print("[bold]Sandbox:[/] bash runs isolated with bubblewrap (no network, read-only runtime)")
         else:
-            settings = WorkerSettings(data_dir=data_dir, allow_unsandboxed=True)
+            settings = ManagedAgentsSettings(data_dir=data_dir, allow_unsandboxed=True)
             console.print(
                 f"[bold red]Sandbox: {why}: the demo runs bash UNSANDBOXED.[/] "
                 "Install bubblewrap (apt-get install bubblewrap) to isolate it."

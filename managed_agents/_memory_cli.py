@@ -70,12 +70,12 @@ def _service(store_url: str | None, as_json: bool) -> Iterator[MemoryService]:
 
     from managed_agents._memory.errors import MemoryStoreError
     from managed_agents._memory.service import MemoryService
-    from managed_agents._settings import WorkerSettings
+    from managed_agents._settings import ManagedAgentsSettings
 
     if store_url is not None and not store_url.startswith(("sqlite", "postgresql")):
         _fail(as_json, "invalid_request_error", "--store-url: must be a sqlite:/// or postgresql+psycopg:// URL", 2)
     try:
-        service = MemoryService(store_url or WorkerSettings().resolved_store_url())
+        service = MemoryService(store_url or ManagedAgentsSettings().resolved_store_url())
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as err:
         _fail(as_json, "api_error", f"cannot open the store: {err}", 1)
     try:

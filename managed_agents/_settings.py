@@ -34,7 +34,7 @@ def sandbox_private_queue(task_queue: str, sandbox_id: str) -> str:
     return f"{task_queue}-sandbox-{sandbox_id}"
 
 
-class WorkerSettings(BaseSettings):
+class ManagedAgentsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MANAGED_AGENTS_", extra="ignore")
 
     task_queue: str = Field(DEFAULT_TASK_QUEUE, min_length=1)

@@ -29,7 +29,7 @@ from managed_agents._client import connect
 from managed_agents._dreams.records import DreamRecords
 from managed_agents._logging import configure_logging, get_logger
 from managed_agents._memory import MemoryService
-from managed_agents._settings import WorkerSettings, sandbox_private_queue, sandbox_shared_queue
+from managed_agents._settings import ManagedAgentsSettings, sandbox_private_queue, sandbox_shared_queue
 from managed_agents._store import SessionStore
 from managed_agents._webhooks.service import WebhookService
 from managed_agents._workflows.dream import DreamWorkflow, ScheduledDream
@@ -53,7 +53,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 def build_workers(
     client: Client,
-    settings: WorkerSettings,
+    settings: ManagedAgentsSettings,
     *,
     client_factory: ModelClientFactory | None = None,
     store: SessionStore | None = None,
@@ -141,7 +141,7 @@ def build_workers(
     return workers
 
 
-def report_isolation(settings: WorkerSettings) -> bool:
+def report_isolation(settings: ManagedAgentsSettings) -> bool:
     """Say, loudly if need be, how this worker will run the agents' bash commands."""
     from managed_agents._sandbox.isolation import bash_mode, isolation_available, process_limit_mechanism
 
@@ -198,7 +198,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
+def settings_from_args(args: argparse.Namespace) -> ManagedAgentsSettings:
     overrides = {
         key: value
         for key, value in {
@@ -216,7 +216,7 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         }.items()
         if value is not None
     }
-    return WorkerSettings(**overrides)
+    return ManagedAgentsSettings(**overrides)
 
 
 async def amain(argv: Sequence[str] | None = None) -> None:

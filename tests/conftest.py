@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from managed_agents._client import SessionClient
 from managed_agents._devserver import DEV_SERVER_TUNING, temporal_cli_path
-from managed_agents._settings import WorkerSettings
+from managed_agents._settings import ManagedAgentsSettings
 from managed_agents._store import SessionStore
 from managed_agents._worker import build_workers, run_workers
 from managed_agents.testing.mock_claude import MockClaude
@@ -53,14 +53,14 @@ def task_queue() -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, task_queue: str) -> WorkerSettings:
-    return WorkerSettings(task_queue=task_queue, data_dir=tmp_path / "data", sandbox_id="test-sandbox")
+def settings(tmp_path: Path, task_queue: str) -> ManagedAgentsSettings:
+    return ManagedAgentsSettings(task_queue=task_queue, data_dir=tmp_path / "data", sandbox_id="test-sandbox")
 
 
 class Harness:
     """An in-process worker (both roles) on its own task queue, and a session client."""
 
-    def __init__(self, client: Client, settings: WorkerSettings, mock: MockClaude) -> None:
+    def __init__(self, client: Client, settings: ManagedAgentsSettings, mock: MockClaude) -> None:
         self.client = client
         self.settings = settings
         self.mock = mock
@@ -87,7 +87,7 @@ class Harness:
 
 @pytest.fixture
 async def harness(
-    temporal_env: WorkflowEnvironment, settings: WorkerSettings, mock_claude: MockClaude
+    temporal_env: WorkflowEnvironment, settings: ManagedAgentsSettings, mock_claude: MockClaude
 ) -> AsyncIterator[Harness]:
     h = Harness(temporal_env.client, settings, mock_claude)
     async with h.worker():

@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from managed_agents._settings import WorkerSettings, temporal_connect_config
+from managed_agents._settings import ManagedAgentsSettings, temporal_connect_config
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -338,7 +338,7 @@ def test_compose_worker_environment() -> None:
     assert any(target == "/data" and src and not is_bind_mount(src) for src, target in volume_sources(worker))
 
 
-def _check_worker_settings(env: dict[str, str | None], monkeypatch: pytest.MonkeyPatch) -> WorkerSettings:
+def _check_worker_settings(env: dict[str, str | None], monkeypatch: pytest.MonkeyPatch) -> ManagedAgentsSettings:
     """Validate a service's environment (and the image's ENV) with the worker's own settings."""
     image_env = env_assignments(dockerfile_stages()[-1])
     for key in list(os.environ):
@@ -347,7 +347,7 @@ def _check_worker_settings(env: dict[str, str | None], monkeypatch: pytest.Monke
     for key, value in {**image_env, **env}.items():
         if key.startswith(("MANAGED_AGENTS_", "TEMPORAL_")) and value is not None:
             monkeypatch.setenv(key, interpolate(value))
-    settings = WorkerSettings()
+    settings = ManagedAgentsSettings()
     config = temporal_connect_config()
     assert config["target_host"] == "temporal:7233"
     assert config.get("namespace", "default") == "default"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from managed_agents._sandbox.isolation import isolation_available
-from managed_agents._settings import WorkerSettings
+from managed_agents._settings import ManagedAgentsSettings
 from managed_agents.testing.mock_claude import Turn
 from tests.conftest import Harness
 from tests.helpers import marker, session_input, spawn_worker
@@ -23,14 +23,14 @@ from tests.helpers import marker, session_input, spawn_worker
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_sandbox(temporal_env, settings: WorkerSettings) -> subprocess.Popen[bytes]:
+def start_sandbox(temporal_env, settings: ManagedAgentsSettings) -> subprocess.Popen[bytes]:
     # The hands need no model credentials.
     return spawn_worker(
         temporal_env.client, settings, "--role", "sandbox", env={"ANTHROPIC_API_KEY": ""}, log="sandbox.log"
     )
 
 
-async def wait_started(settings: WorkerSettings, times: int) -> None:
+async def wait_started(settings: ManagedAgentsSettings, times: int) -> None:
     """Until the sandbox log says the worker started ``times`` times (it polls its queue then)."""
     log = settings.data_dir / "sandbox.log"
     for _ in range(600):

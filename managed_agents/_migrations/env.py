@@ -26,9 +26,9 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from managed_agents._settings import WorkerSettings
+    from managed_agents._settings import ManagedAgentsSettings
 
-    return WorkerSettings().resolved_store_url()
+    return ManagedAgentsSettings().resolved_store_url()
 
 
 def run_offline() -> None:
