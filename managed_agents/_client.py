@@ -15,11 +15,11 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
+from managed_agents._contract import AGENT_SESSION, EVENTS_QUERY, SEND_EVENTS_UPDATE, SESSION_QUERY
 from managed_agents._models.events import EventPage, SessionEvent
 from managed_agents._models.session import SessionCreateParams, SessionObject
 from managed_agents._settings import DEFAULT_TASK_QUEUE, temporal_connect_config
 
-WORKFLOW_TYPE = "AgentSession"
 TERMINAL_EVENT = "session.status_terminated"
 
 
@@ -44,7 +44,7 @@ class SessionHandle:
 
     async def send(self, *events: dict[str, Any]) -> list[dict[str, Any]]:
         """``client.beta.sessions.events.send``: returns the echoed events with their ids."""
-        result: list[dict[str, Any]] = await self._handle.execute_update("send_events", list(events))
+        result: list[dict[str, Any]] = await self._handle.execute_update(SEND_EVENTS_UPDATE, list(events))
         return result
 
     async def send_message(self, text: str) -> list[dict[str, Any]]:
@@ -76,11 +76,11 @@ class SessionHandle:
         )
 
     async def retrieve(self) -> SessionObject:
-        return SessionObject.model_validate(await self._handle.query("session"))
+        return SessionObject.model_validate(await self._handle.query(SESSION_QUERY))
 
     async def events_page(self, after_seq: int = -1, limit: int = 100, run_id: str | None = None) -> EventPage:
         handle = self._client.get_workflow_handle(self.id, run_id=run_id) if run_id else self._handle
-        raw = await handle.query("events", {"after_seq": after_seq, "limit": limit})
+        raw = await handle.query(EVENTS_QUERY, {"after_seq": after_seq, "limit": limit})
         return EventPage.model_validate(raw)
 
     async def events(self, after_seq: int = -1) -> list[SessionEvent]:
@@ -150,7 +150,7 @@ class SessionClient:
             SessionCreateParams.model_validate(params)
             body = params
         handle = await self.client.start_workflow(
-            WORKFLOW_TYPE, body, id=session_id or new_session_id(), task_queue=self.task_queue
+            AGENT_SESSION, body, id=session_id or new_session_id(), task_queue=self.task_queue
         )
         return SessionHandle(handle)
 

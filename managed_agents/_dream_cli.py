@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from managed_agents._contract import SCHEDULED_DREAM
 from managed_agents._memory_cli import AsJson, StoreUrl, _actor, _fail, _service
 from managed_agents._settings import DEFAULT_TASK_QUEUE
 
@@ -382,7 +383,7 @@ def schedule_list(address: Address = None, namespace: Namespace = None) -> None:
         found = []
         async for entry in await client.list_schedules():
             action = getattr(entry.schedule, "action", None) if entry.schedule else None
-            if action is None or getattr(action, "workflow", None) == "ScheduledDream":
+            if action is None or getattr(action, "workflow", None) == SCHEDULED_DREAM:
                 found.append(entry)
         return found
 

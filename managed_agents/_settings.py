@@ -11,34 +11,39 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from managed_agents._contract import DEFAULT_TASK_QUEUE
+from managed_agents._contract import sandbox_private_queue as sandbox_private_queue  # re-exported
+from managed_agents._contract import sandbox_shared_queue as sandbox_shared_queue  # re-exported
 
 if TYPE_CHECKING:
     from managed_agents._sandbox.isolation import SandboxPolicy
 
-DEFAULT_TASK_QUEUE = "managed-agents"
 
-WorkerRole = Literal["all", "brain", "sandbox"]
-
-
-def sandbox_shared_queue(task_queue: str) -> str:
-    """Queue on which any sandbox worker provisions a new session's workspace."""
-    return f"{task_queue}-sandbox"
-
-
-def sandbox_private_queue(task_queue: str, sandbox_id: str) -> str:
-    """Queue served only by one sandbox worker: tool calls of its sessions go here."""
-    return f"{task_queue}-sandbox-{sandbox_id}"
+#: What a worker does: the brain runs the workflows and calls the model; the sandbox runs the
+#: agents' tools on the host that holds their workspaces.
+Role = Literal["brain", "sandbox"]
+ALL_ROLES: frozenset[Role] = frozenset({"brain", "sandbox"})
 
 
 class ManagedAgentsSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MANAGED_AGENTS_", extra="ignore")
+    """Everything a worker (``python worker.py``, the demo, ``ManagedAgentsPlugin``) and the CLI
+    read: from arguments, else ``MANAGED_AGENTS_*`` variables, else the defaults below."""
+
+    model_config = SettingsConfigDict(env_prefix="MANAGED_AGENTS_", extra="ignore", populate_by_name=True)
 
     task_queue: str = Field(DEFAULT_TASK_QUEUE, min_length=1)
-    role: WorkerRole = "all"
+    roles: Annotated[frozenset[Role], NoDecode] = Field(
+        ALL_ROLES,
+        # MANAGED_AGENTS_ROLE / --role (one of all, brain, sandbox) is what worker.py always read.
+        validation_alias=AliasChoices("roles", "role", "MANAGED_AGENTS_ROLES", "MANAGED_AGENTS_ROLE"),
+        description='The roles this worker takes: "brain", "sandbox", or both ("all"; a comma-separated '
+        "list in MANAGED_AGENTS_ROLES)",
+    )
     data_dir: Path = Path(".managed-agents")
     store_url: str | None = Field(
         None, description="SQLAlchemy URL of the session log store (default: SQLite in data_dir)"
@@ -66,6 +71,31 @@ class ManagedAgentsSettings(BaseSettings):
     sandbox_memory_bytes: int = Field(1 << 30, gt=0)
     sandbox_max_processes: int = Field(256, ge=4)
     workspace_quota_bytes: int = Field(1 << 30, gt=0)
+    # --- the model provider (its credentials and region: the SDK's own variables, see _providers.py) ---
+    model_provider: Literal["anthropic", "bedrock", "vertex"] = Field(
+        "anthropic",
+        description="Where this worker reaches Claude: the Anthropic API, Amazon Bedrock or Google Vertex AI",
+    )
+    model_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="The provider's id of a model name agents use, where they differ: "
+        '{"claude-sonnet-4-6": "us.anthropic.claude-sonnet-4-6-v1:0", ...} (JSON in MANAGED_AGENTS_MODEL_MAP)',
+    )
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _parse_roles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            words = {w.strip() for w in value.split(",") if w.strip()}
+            return ALL_ROLES if words == {"all"} else words
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _some_role(cls, roles: frozenset[Role]) -> frozenset[Role]:
+        if not roles:
+            raise ValueError('give at least one of "brain" and "sandbox"')
+        return roles
 
     @field_validator("store_url")
     @classmethod
@@ -80,6 +110,15 @@ class ManagedAgentsSettings(BaseSettings):
         if not all(c.isalnum() or c in "-_." for c in sandbox_id):
             raise ValueError("may hold only letters, digits, '-', '_' and '.'")
         return sandbox_id
+
+    @field_validator("model_map")
+    @classmethod
+    def _model_ids(cls, model_map: dict[str, str]) -> dict[str, str]:
+        # A blank or padded id would only fail later, as a 400/404 of the first request.
+        for name, model_id in model_map.items():
+            if not name or not model_id or name != name.strip() or model_id != model_id.strip():
+                raise ValueError(f"model names and ids must be non-empty, without surrounding spaces: {name!r}")
+        return model_map
 
     def sandbox_policy(self) -> SandboxPolicy:
         from managed_agents._sandbox.isolation import SandboxPolicy

@@ -1,6 +1,7 @@
-"""Build and run workers: the brain (workflows and model calls) and the hands (sandbox tools).
+"""``python worker.py``: ``ManagedAgentsPlugin`` on a worker of its own, configured by flags and
+the environment.
 
-One process runs both roles by default; ``--role brain`` or ``--role sandbox`` splits them across
+One process takes both roles by default; ``--role brain`` or ``--role sandbox`` splits them across
 hosts. The brain needs the model API and the store; a sandbox needs its workspace root and the
 store (it writes tool results there, so a tool's output crosses Temporal history only once).
 """
@@ -16,39 +17,17 @@ from collections.abc import Sequence
 
 from temporalio.client import Client
 from temporalio.worker import Interceptor, PollerBehaviorAutoscaling, Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from managed_agents._activities.bookkeeping import SessionBookkeepingActivities
-from managed_agents._activities.dream import DreamActivities
-from managed_agents._activities.heartbeat import HeartbeatInterceptor
-from managed_agents._activities.model import ModelActivities, ModelClientFactory
-from managed_agents._activities.outcome import GraderActivities, OutcomeSandboxActivities
-from managed_agents._activities.sandbox import SandboxActivities
-from managed_agents._activities.webhooks import WebhookActivities
+from managed_agents._activities.model import ModelClientFactory
 from managed_agents._client import connect
-from managed_agents._dreams.records import DreamRecords
+from managed_agents._contract import sandbox_shared_queue
 from managed_agents._logging import configure_logging, get_logger
-from managed_agents._memory import MemoryService
-from managed_agents._settings import ManagedAgentsSettings, sandbox_private_queue, sandbox_shared_queue
+from managed_agents._plugin import ManagedAgentsPlugin
+from managed_agents._resources import WorkerResources
+from managed_agents._settings import ManagedAgentsSettings
 from managed_agents._store import SessionStore
-from managed_agents._webhooks.service import WebhookService
-from managed_agents._workflows.dream import DreamWorkflow, ScheduledDream
-from managed_agents._workflows.session import AgentSession
-from managed_agents._workflows.webhook_event import WebhookEvent
 
 log = get_logger("managed_agents.worker")
-
-WORKFLOWS: list[type] = [AgentSession, WebhookEvent, DreamWorkflow, ScheduledDream]
-
-
-def workflow_runner() -> SandboxedWorkflowRunner:
-    """Temporal's sandbox, with this project's own modules passed through.
-
-    Without this the sandbox re-imports (and re-compiles) the workflow modules for every new
-    workflow run: a fan-out to 25 threads spent a fifth of its CPU there. They hold no mutable
-    module state, so sharing them across runs is safe; the sandbox still guards everything else.
-    """
-    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("managed_agents"))
 
 
 def build_workers(
@@ -59,86 +38,29 @@ def build_workers(
     store: SessionStore | None = None,
     interceptors: Sequence[Interceptor] = (),
 ) -> list[Worker]:
-    """The workers for ``settings.role``. ``interceptors`` run inside the heartbeat interceptor
-    that every worker carries (so an activity they slow down still heartbeats)."""
-    store = store or SessionStore(settings.resolved_store_url())
-    workers: list[Worker] = []
-    chain = [HeartbeatInterceptor(), *interceptors]
-    limit = settings.max_concurrent_activities
-    # Many sessions (and a coordinator's threads) run at once: let pollers scale with the backlog
-    # instead of the SDK's fixed five.
-    polling = {
-        "workflow_task_poller_behavior": PollerBehaviorAutoscaling(),
-        "activity_task_poller_behavior": PollerBehaviorAutoscaling(),
-    }
-    if settings.role in ("all", "brain"):
-        model = ModelActivities(store, client_factory)
-        grader = GraderActivities(store, client_factory)
-        webhooks = WebhookActivities(WebhookService(store.engine))
-        dreams = DreamActivities(store, MemoryService(store.engine), DreamRecords(store.engine), client_factory)
-        bookkeeping = SessionBookkeepingActivities(webhooks, dreams)
-        workers.append(
-            Worker(
-                client,
-                task_queue=settings.task_queue,
-                workflows=WORKFLOWS,
-                workflow_runner=workflow_runner(),
-                activities=[
-                    model.register_session,
-                    model.model_request,
-                    grader.grade,
-                    webhooks.enqueue,
-                    webhooks.fanout,
-                    webhooks.deliver,
-                    webhooks.give_up,
-                    dreams.prepare,
-                    dreams.extract,
-                    dreams.plan_consolidation,
-                    dreams.consolidate,
-                    dreams.finish,
-                    dreams.select_sessions,
-                    dreams.record_session,
-                    bookkeeping.bookkeeping,
-                ],
-                max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
-                max_concurrent_activities=limit,
-                interceptors=chain,
-                **polling,  # type: ignore[arg-type]
-            )
+    """``python worker.py``'s worker: the plugin on a worker of its own, tuned by the settings.
+
+    With the brain role it polls ``settings.task_queue``; sandbox-only, the sessions' shared
+    sandbox queue. The plugin runs the sandbox task queues beside it. ``interceptors`` run
+    inside the heartbeat interceptor (so an activity they slow down still heartbeats).
+    """
+    plugin = ManagedAgentsPlugin(settings, model_client_factory=client_factory, interceptors=interceptors)
+    if store is not None:  # shared with the caller (the testing harness reads it)
+        plugin._resources = WorkerResources(settings, settings.task_queue, client_factory, store=store)
+    brain = "brain" in settings.roles
+    return [
+        Worker(
+            client,
+            task_queue=settings.task_queue if brain else sandbox_shared_queue(settings.task_queue),
+            plugins=[plugin],
+            max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+            max_concurrent_activities=settings.max_concurrent_activities,
+            # Many sessions (and a coordinator's threads) run at once: let pollers scale with the
+            # backlog instead of the SDK's fixed five.
+            workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+            activity_task_poller_behavior=PollerBehaviorAutoscaling(),
         )
-    if settings.role in ("all", "sandbox"):
-        sandbox = SandboxActivities(
-            workspace_root=settings.resolved_workspace_root(),
-            store=store,
-            task_queue=settings.task_queue,
-            sandbox_id=settings.sandbox_id,
-            policy=settings.sandbox_policy(),
-            runtimes=settings.runtimes,
-            # Memory stores live in the session store's database (resolved_store_url): one service
-            # (and connection pool) per worker, on the store's engine.
-            memory=MemoryService(store.engine),
-        )
-        outcomes = OutcomeSandboxActivities(sandbox)
-        workers.append(
-            Worker(
-                client,
-                task_queue=sandbox_shared_queue(settings.task_queue),
-                activities=[sandbox.provision],
-                max_concurrent_activities=limit,
-                interceptors=chain,
-            )
-        )
-        workers.append(
-            Worker(
-                client,
-                task_queue=sandbox_private_queue(settings.task_queue, settings.sandbox_id),
-                activities=[*sandbox.tool_activities(), outcomes.read_rubric, outcomes.collect_deliverables],
-                max_concurrent_activities=limit,
-                interceptors=chain,
-                activity_task_poller_behavior=PollerBehaviorAutoscaling(),
-            )
-        )
-    return workers
+    ]
 
 
 def report_isolation(settings: ManagedAgentsSettings) -> bool:
@@ -224,12 +146,12 @@ async def amain(argv: Sequence[str] | None = None) -> None:
     settings = settings_from_args(args)
     configure_logging(settings.log_format, settings.log_level)
     if (
-        settings.role != "sandbox"
+        "brain" in settings.roles
         and not os.environ.get("ANTHROPIC_API_KEY")
         and not os.environ.get("ANTHROPIC_AUTH_TOKEN")
     ):
         log.warning("ANTHROPIC_API_KEY is not set: model requests will fail unless ANTHROPIC_BASE_URL points at a mock")
-    if settings.role != "brain":
+    if "sandbox" in settings.roles:
         report_isolation(settings)
     client = await connect(args.address, args.namespace)
     workers = build_workers(client, settings)
@@ -239,7 +161,7 @@ async def amain(argv: Sequence[str] | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     log.info(
         "worker started",
-        role=settings.role,
+        roles=sorted(settings.roles),
         task_queue=settings.task_queue,
         sandbox_id=settings.sandbox_id,
         temporal=client.service_client.config.target_host,

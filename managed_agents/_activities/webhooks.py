@@ -15,6 +15,7 @@ import aiohttp
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
+from managed_agents._contract import WEBHOOK_EVENT
 from managed_agents._logging import get_logger
 from managed_agents._store import call_store
 from managed_agents._webhooks.models import (
@@ -56,7 +57,7 @@ class WebhookActivities:
     async def _start_delivery(self, inp: WebhookEventInput) -> None:
         try:
             await activity.client().start_workflow(
-                "WebhookEvent",
+                WEBHOOK_EVENT,
                 inp,
                 id=f"webhook-{inp.event_id}",
                 task_queue=activity.info().task_queue,

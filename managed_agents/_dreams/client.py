@@ -25,6 +25,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
+from managed_agents._contract import DREAM, DREAM_QUERY, SCHEDULED_DREAM
 from managed_agents._dreams.models import (
     TERMINAL_STATUSES,
     Dream,
@@ -34,8 +35,8 @@ from managed_agents._dreams.models import (
 )
 from managed_agents._settings import DEFAULT_TASK_QUEUE
 
-DREAM_WORKFLOW = "Dream"
-SCHEDULED_DREAM_WORKFLOW = "ScheduledDream"
+DREAM_WORKFLOW = DREAM
+SCHEDULED_DREAM_WORKFLOW = SCHEDULED_DREAM
 
 
 class DreamNotCancelable(ValueError):
@@ -64,7 +65,7 @@ async def get_dream(client: Client, dream_id: str) -> Dream:
     description = await handle.describe()
     if description.status == WorkflowExecutionStatus.COMPLETED:
         return Dream.model_validate(await handle.result())
-    return Dream.model_validate(await handle.query("dream"))
+    return Dream.model_validate(await handle.query(DREAM_QUERY))
 
 
 async def cancel_dream(client: Client, dream_id: str) -> Dream:

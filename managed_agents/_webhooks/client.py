@@ -8,6 +8,7 @@ from datetime import datetime
 
 from temporalio.client import Client
 
+from managed_agents._contract import WEBHOOK_EVENT
 from managed_agents._settings import DEFAULT_TASK_QUEUE
 from managed_agents._webhooks.models import WebhookEventInput
 from managed_agents._webhooks.service import WebhookService
@@ -32,5 +33,5 @@ async def redeliver(
         only_endpoints=endpoint_ids,
     )
     workflow_id = f"webhook-{event_id}-redelivery-{uuid.uuid4().hex[:8]}"
-    await client.start_workflow("WebhookEvent", inp, id=workflow_id, task_queue=task_queue)
+    await client.start_workflow(WEBHOOK_EVENT, inp, id=workflow_id, task_queue=task_queue)
     return workflow_id

@@ -14,12 +14,14 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from managed_agents._dreams.models import RECORD_SESSION_ACTIVITY, RecordSessionInput, mounted_memory_store_ids
+    from managed_agents._errors import InvalidEvents as InvalidEvents  # re-exported
+    from managed_agents._errors import InvalidSessionInput as InvalidSessionInput  # re-exported
     from managed_agents._models.activity_io import SESSION_BOOKKEEPING_ACTIVITY, SessionBookkeepingInput
     from managed_agents._models.agent import ResolvedTool
     from managed_agents._models.events import StopReason
@@ -49,19 +51,6 @@ SESSION_INDEX_PATCH = "session-index-v1"
 #: sessions started before this patch ran one local activity per webhook event and index record
 BATCHED_BOOKKEEPING_PATCH = "batched-bookkeeping-v1"
 WEBHOOK_SCOPE = {"organization_id": "org_self_hosted", "workspace_id": "wrkspc_self_hosted"}
-
-
-class InvalidSessionInput(ApplicationError):
-    def __init__(self, message: str) -> None:
-        super().__init__(f"invalid AgentSession input: {message}", type="InvalidSessionInput", non_retryable=True)
-
-
-class InvalidEvents(ApplicationError):
-    """A ``send_events`` update its validator rejects: never retryable (the same events fail the
-    same way), with Managed Agents' error type, and the message names the field."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, type="invalid_request_error", non_retryable=True)
 
 
 class SessionBase:

@@ -24,11 +24,12 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.exceptions import ActivityError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from managed_agents._contract import DREAM, DREAM_QUERY, SCHEDULED_DREAM
     from managed_agents._dreams.models import (
         ConsolidateInput,
         ConsolidateResult,
@@ -48,20 +49,15 @@ with workflow.unsafe.imports_passed_through():
         SelectSessionsInput,
         SelectSessionsResult,
     )
+    from managed_agents._errors import InvalidDreamInput
     from managed_agents._webhooks.models import WebhookEventInput
     from managed_agents._workflows.base import WEBHOOK_SCOPE, describe_validation_error
 
-DREAM_QUERY = "dream"
 #: Unreadable transcript parts fail the dream (or, with ``skip_unreadable_parts``, are listed on it).
 UNREADABLE_PARTS_PATCH = "dream-unreadable-parts-v1"
 
 
-class InvalidDreamInput(ApplicationError):
-    def __init__(self, message: str) -> None:
-        super().__init__(f"invalid Dream input: {message}", type="invalid_request_error", non_retryable=True)
-
-
-@workflow.defn(name="Dream")
+@workflow.defn(name=DREAM)
 class DreamWorkflow:
     @workflow.init
     def __init__(self, raw: Any) -> None:
@@ -308,7 +304,7 @@ def _error_of(err: ActivityError) -> DreamError:
     return DreamError(type="internal_error", message=f"{err.activity_type}: {message}")
 
 
-@workflow.defn(name="ScheduledDream")
+@workflow.defn(name=SCHEDULED_DREAM)
 class ScheduledDream:
     """What a dream schedule starts each time it fires: pick the sessions that mounted the store
     and finished since the schedule's last successful dream, then run a ``Dream`` over them as a
@@ -342,7 +338,7 @@ class ScheduledDream:
             options=inp.options.model_copy(update={"schedule_id": inp.schedule_id}),
         )
         result = await workflow.execute_child_workflow(
-            "Dream", params.model_dump(mode="json"), id=f"drm_{workflow.uuid4().hex[:24]}"
+            DREAM, params.model_dump(mode="json"), id=f"drm_{workflow.uuid4().hex[:24]}"
         )
         return ScheduledDreamResult(schedule_id=inp.schedule_id, dream=Dream.model_validate(result)).model_dump(
             mode="json"

@@ -7,19 +7,10 @@ An oversize argument would otherwise fail the workflow *task*, which Temporal re
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
 
-#: Temporal rejects payloads over 2 MB; stay well under it, leaving room for encoding overhead.
-MAX_ACTIVITY_ARGUMENT_BYTES = 1_500_000
+from managed_agents._errors import MAX_ACTIVITY_ARGUMENT_BYTES, PayloadTooLargeError
 
-
-class PayloadTooLargeError(ApplicationError):
-    def __init__(self, what: str, size: int) -> None:
-        super().__init__(
-            f"{what}: argument is {size} bytes, over the {MAX_ACTIVITY_ARGUMENT_BYTES}-byte limit for one activity",
-            type="PayloadTooLarge",
-            non_retryable=True,
-        )
+__all__ = ["MAX_ACTIVITY_ARGUMENT_BYTES", "PayloadTooLargeError", "check_payload_size"]
 
 
 def check_payload_size(argument: object, what: str) -> None:

@@ -22,6 +22,17 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from managed_agents._content_hash import content_ref
+    from managed_agents._contract import (
+        AGENT_SESSION,
+        EVENTS_QUERY,
+        MODEL_RETRY_SIGNAL,
+        SEND_EVENTS_UPDATE,
+        SESSION_QUERY,
+        THREAD_INPUT_SIGNAL,
+        THREAD_REPORT_SIGNAL,
+        USER_EVENTS_SIGNAL,
+        sandbox_shared_queue,
+    )
     from managed_agents._models.activity_io import (
         MEMORY_STORE_UNAVAILABLE,
         MemoryMountRequest,
@@ -62,7 +73,7 @@ with workflow.unsafe.imports_passed_through():
     from managed_agents._workflows.outcomes import OutcomesMixin
     from managed_agents._workflows.payload_guard import PayloadTooLargeError, check_payload_size
     from managed_agents._workflows.session_state import PendingAction, SessionState
-    from managed_agents._workflows.threads import THREAD_INPUT_SIGNAL, THREAD_REPORT_SIGNAL, ThreadsMixin
+    from managed_agents._workflows.threads import ThreadsMixin
 
 MODEL_ACTIVITY = "managed_agents.model_request"
 REGISTER_ACTIVITY = "managed_agents.register_session"
@@ -83,7 +94,7 @@ MAX_EVENT_PAGE = 1000
 MAX_UPDATE_BYTES = 1_000_000
 
 
-@workflow.defn(name="AgentSession")
+@workflow.defn(name=AGENT_SESSION)
 class AgentSession(OutcomesMixin, ThreadsMixin):
     @workflow.init
     def __init__(self, raw: Any) -> None:
@@ -159,7 +170,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
         await self._flush_signals()
         return self._session_object().model_dump(mode="json")
 
-    @workflow.update(name="send_events")
+    @workflow.update(name=SEND_EVENTS_UPDATE)
     async def send_events(self, events: Any) -> list[dict[str, Any]]:
         """Send ``user.*`` events (``client.beta.sessions.events.send``); returns their echoes."""
         echoes = []
@@ -215,6 +226,23 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
                     raise InvalidEvents(f"events.{i}.{field}: {ref!r} was already answered")
                 answered.add(action.event_id)
 
+    @workflow.signal(name=USER_EVENTS_SIGNAL)
+    def user_events(self, events: Any) -> None:
+        """The same ``user.*`` events from workflow code, which can signal another workflow but not
+        send it an update (``SessionChildHandle.send``). A signal cannot be refused: events that
+        fail the update's validation are dropped whole, and a ``session.error`` says why."""
+        try:
+            self._validate_events(events)
+        except InvalidEvents as err:
+            message = f"events sent by signal were not accepted: {err.message}"
+            self._emit(
+                "session.error",
+                error={"type": "unknown_error", "message": message, "retry_status": {"type": "exhausted"}},
+            )
+            return
+        for event in INBOUND_EVENTS.validate_python(events):
+            self._accept(event)
+
     @workflow.signal(name=THREAD_REPORT_SIGNAL)
     def _thread_report(self, report: ThreadReport) -> None:
         """A thread of this coordinator session reports status, usage or calls awaiting the user."""
@@ -225,7 +253,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
         """This thread's coordinator routes events (messages, answers, interrupts) to it."""
         self._on_thread_input(inp)
 
-    @workflow.signal(name="model_request_retrying")
+    @workflow.signal(name=MODEL_RETRY_SIGNAL)
     def _model_request_retrying(self, notice: ModelRetryNotice) -> None:
         if self._s.status not in ("running", "rescheduling"):
             return  # a late notice from a request the session already gave up on (e.g. interrupted)
@@ -243,11 +271,11 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             },
         )
 
-    @workflow.query(name="session")
+    @workflow.query(name=SESSION_QUERY)
     def session(self) -> dict[str, Any]:
         return self._session_object().model_dump(mode="json")
 
-    @workflow.query(name="events")
+    @workflow.query(name=EVENTS_QUERY)
     def events(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
         """A page of the event log: ``{"after_seq": -1, "limit": 100}``."""
         request = request or {}
@@ -325,7 +353,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
             MemoryMountRequest(memory_store_id=r.memory_store_id, access=r.access, instructions=r.instructions)
             for r in params.resources
         ]
-        queue = f"{workflow.info().task_queue}-sandbox"
+        queue = sandbox_shared_queue(workflow.info().task_queue)
         try:
             provisioned = await workflow.execute_activity(
                 PROVISION_ACTIVITY,

@@ -21,6 +21,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from managed_agents._contract import AGENT_SESSION, THREAD_INPUT_SIGNAL, THREAD_REPORT_SIGNAL
     from managed_agents._coordination import (
         TOOL_INPUTS,
         CreateAgentInput,
@@ -37,9 +38,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from managed_agents._workflows.base import SessionBase, describe_validation_error, event_id
     from managed_agents._workflows.session_state import ThreadActionRoute
-
-THREAD_REPORT_SIGNAL = "thread_report"
-THREAD_INPUT_SIGNAL = "thread_input"
 
 
 class ThreadsMixin(SessionBase):
@@ -178,7 +176,7 @@ class ThreadsMixin(SessionBase):
             "title": f"{record.agent_name} ({record.thread_id})",
         }
         await workflow.start_child_workflow(
-            "AgentSession",
+            AGENT_SESSION,
             body,
             id=record.workflow_id,
             task_queue=workflow.info().task_queue,

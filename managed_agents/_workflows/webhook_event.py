@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 
 with workflow.unsafe.imports_passed_through():
+    from managed_agents._contract import WEBHOOK_EVENT
     from managed_agents._webhooks.models import (
         DeliverInput,
         DeliverResult,
@@ -30,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
-@workflow.defn(name="WebhookEvent")
+@workflow.defn(name=WEBHOOK_EVENT)
 class WebhookEvent:
     @workflow.run
     async def run(self, inp: WebhookEventInput) -> dict[str, str]:
