@@ -27,7 +27,7 @@ from typing import Any
 from managed_agents._coordination import coordinator_tools
 from managed_agents._models.activity_io import MemoryMount
 from managed_agents._models.agent import AgentDefinition, CustomTool
-from managed_agents._sandbox.tools import tool_definitions
+from managed_agents._models.tools import tool_definitions
 
 CACHE = {"type": "ephemeral"}
 CLEARED_TOOL_RESULT = [

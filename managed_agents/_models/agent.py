@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from managed_agents._sandbox.tools import TOOL_NAMES
+from managed_agents._models.tools import TOOL_NAMES
 
 #: Built-in tools of ``agent_toolset_20260401`` that Anthropic runs server-side. They are part of the
 #: toolset's names, but this project does not run them yet: enabling one is refused, not ignored.

@@ -84,6 +84,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from managed_agents._models.session import NetworkConfig
+
 __all__ = [
     "HOST_ETC_ALLOWLIST",
     "HOST_TOP_LEVEL",
@@ -193,43 +195,6 @@ def format_bytes(n: int) -> str:
 # --------------------------------------------------------------------------------------------
 # Policy
 # --------------------------------------------------------------------------------------------
-
-
-class NetworkConfig(BaseModel):
-    """Managed Agents' environment ``networking`` (a union discriminated on ``type``):
-
-    * ``{"type": "unrestricted"}``: the host's network;
-    * ``{"type": "limited", "allowed_hosts": [...], "allow_mcp_servers": false,
-      "allow_package_managers": false}``: only the listed destinations. Only the empty allowlist
-      (no network at all) is supported yet; anything else is refused at validation.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    type: Literal["unrestricted", "limited"] = "limited"
-    allowed_hosts: tuple[str, ...] = ()
-    allow_mcp_servers: bool = False
-    allow_package_managers: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> NetworkConfig:
-        limited_only = {"allowed_hosts", "allow_mcp_servers", "allow_package_managers"}
-        if self.type == "unrestricted":
-            given = sorted(limited_only & self.model_fields_set)
-            if given:
-                raise ValueError(f"{', '.join(given)} only apply to networking type 'limited'")
-        elif self.allowed_hosts or self.allow_mcp_servers or self.allow_package_managers:
-            raise ValueError(
-                "limited networking with allowed_hosts, allow_mcp_servers or allow_package_managers "
-                "is not supported yet (host allowlists need a filtering proxy): use "
-                '{"type": "limited"} for no network at all or {"type": "unrestricted"}'
-            )
-        return self
-
-    @property
-    def isolated(self) -> bool:
-        """True when the sandbox gets its own, empty network namespace."""
-        return self.type == "limited"
 
 
 Mount = tuple[Path, Path]
