@@ -359,7 +359,7 @@ def _check_worker_settings(env: dict[str, str | None], monkeypatch: pytest.Monke
 
 def test_compose_worker_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = _check_worker_settings(environment(services()["worker"]), monkeypatch)
-    assert settings.role in ("all", "brain")
+    assert "brain" in settings.roles
     # Sessions are pinned to their sandbox worker's queue: the id must survive container re-creation.
     assert "MANAGED_AGENTS_SANDBOX_ID" in environment(services()["worker"])
 
@@ -370,7 +370,7 @@ def test_compose_sandbox_example(monkeypatch: pytest.MonkeyPatch) -> None:
     svcs = services()
     env = environment(sandbox)
     settings = _check_worker_settings(env, monkeypatch)
-    assert settings.role == "sandbox"
+    assert settings.roles == {"sandbox"}
     assert env.get("MANAGED_AGENTS_SANDBOX_ID") and env["MANAGED_AGENTS_SANDBOX_ID"] != environment(svcs["worker"]).get(
         "MANAGED_AGENTS_SANDBOX_ID"
     )

@@ -42,7 +42,7 @@ async def wait_started(settings: ManagedAgentsSettings, times: int) -> None:
 
 @pytest.fixture
 async def brain(temporal_env, settings, mock_claude):
-    brain_settings = settings.model_copy(update={"role": "brain"})
+    brain_settings = settings.model_copy(update={"roles": frozenset({"brain"})})
     h = Harness(temporal_env.client, brain_settings, mock_claude)
     async with h.worker():
         yield h
