@@ -155,7 +155,8 @@ def test_workflow_modules_import_no_io_module(loaded_by_workflows: list[str]) ->
     offending = sorted(m for m in loaded_by_workflows if _covered(m, IO_MODULES))
     assert not offending, (
         "loading the workflow modules imports I/O modules (workflow code must stay pure: move the "
-        f"definitions it needs into a pure module such as managed_agents._models): {offending}"
+        "definitions it needs into a pure module such as managed_agents._models, and keep package "
+        f"__init__ files lazy): {offending}"
     )
 
 
