@@ -48,9 +48,13 @@ from managed_agents._activities.heartbeat import HeartbeatInterceptor
 from managed_agents._contract import sandbox_private_queue, sandbox_shared_queue
 from managed_agents._errors import WORKFLOW_FAILURES
 from managed_agents._settings import ManagedAgentsSettings
-from managed_agents._workflows import WORKFLOWS
+from managed_agents._workflows.dream import DreamWorkflow, ScheduledDream
+from managed_agents._workflows.session import AgentSession
+from managed_agents._workflows.webhook_event import WebhookEvent
 
 PLUGIN_NAME = "managed_agents.ManagedAgentsPlugin"
+#: What the plugin registers on a brain worker (and a replayer).
+WORKFLOWS: list[type] = [AgentSession, WebhookEvent, DreamWorkflow, ScheduledDream]
 #: Every activity this plugin registers is named ``managed_agents.<...>``: that is how a second
 #: ManagedAgentsPlugin on the same worker finds (and replaces) the first one's registrations.
 ACTIVITY_PREFIX = "managed_agents."
