@@ -15,24 +15,25 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from managed_agents._workflows.session import AgentSession
+from managed_agents import ManagedAgentsPlugin, ManagedAgentsSettings
 from managed_agents.testing.mock_claude import Fault, Turn
 from tests.helpers import agent, marker, session_input
 
 HISTORIES = Path(__file__).parent / "histories"
-#: Today's recording (fast start, batched bookkeeping, pipelined model requests: the request after
-#: ``echo hi`` is scheduled with it and retried after a 529); older ones stay, so sessions started
-#: on them still replay.
-RECORDED = HISTORIES / "session_tools_confirm_retry.pipelined-model-request-v1.json"
+#: Today's recording (the package as a plugin: its workers, heartbeat timeouts on every activity,
+#: names from one module; fast start, batched bookkeeping, pipelined model requests: the request
+#: after ``echo hi`` is scheduled with it and retried after a 529); older ones stay, so sessions
+#: started on them still replay.
+RECORDED = HISTORIES / "session_tools_confirm_retry.plugin-v1.json"
 #: Event ids derive from the session (workflow) id, so the recording uses a fixed one.
 RECORDED_ID = "sesn_replay_fixture_tools_confirm_retry"
 
 
 def replayer() -> Replayer:
-    return Replayer(workflows=[AgentSession], data_converter=pydantic_data_converter)
+    """What a team's replay test does: the plugin registers the workflows, converter and sandbox."""
+    return Replayer(workflows=[], plugins=[ManagedAgentsPlugin(ManagedAgentsSettings())])
 
 
 async def record_session(harness) -> WorkflowHistory:
