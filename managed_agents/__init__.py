@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         ManagedAgentsError,
         PayloadTooLargeError,
     )
+    from managed_agents._memory.service import MemoryService
     from managed_agents._models.events import SessionEvent
     from managed_agents._models.session import SessionCreateParams, SessionObject
     from managed_agents._plugin import ManagedAgentsPlugin
@@ -61,6 +62,8 @@ _EXPORTS = {
     "SessionEvent": "managed_agents._models.events",
     "DreamCreateParams": "managed_agents._dreams.models",
     "Dream": "managed_agents._dreams.models",
+    # memory stores, straight in the store database
+    "MemoryService": "managed_agents._memory.service",
     # errors
     "ManagedAgentsError": "managed_agents._errors",
     "InvalidSessionInput": "managed_agents._errors",
@@ -89,6 +92,7 @@ __all__ = [
     "ManagedAgentsError",
     "ManagedAgentsPlugin",
     "ManagedAgentsSettings",
+    "MemoryService",
     "PayloadTooLargeError",
     "SessionChildHandle",
     "SessionClient",
