@@ -23,6 +23,7 @@ from managed_agents._client import connect
 from managed_agents._contract import sandbox_shared_queue
 from managed_agents._logging import configure_logging, get_logger
 from managed_agents._plugin import ManagedAgentsPlugin
+from managed_agents._providers import as_provider
 from managed_agents._resources import WorkerResources
 from managed_agents._settings import ManagedAgentsSettings
 from managed_agents._store import SessionStore
@@ -44,6 +45,10 @@ def build_workers(
     sandbox queue. The plugin runs the sandbox task queues beside it. ``interceptors`` run
     inside the heartbeat interceptor (so an activity they slow down still heartbeats).
     """
+    if "brain" in settings.roles:
+        # Built now, from the settings: a provider missing its region, project or credentials stops
+        # the worker at start, naming the variable, instead of failing its first model request.
+        client_factory = as_provider(client_factory, settings)
     plugin = ManagedAgentsPlugin(settings, model_client_factory=client_factory, interceptors=interceptors)
     if store is not None:  # shared with the caller (the testing harness reads it)
         plugin._resources = WorkerResources(settings, settings.task_queue, client_factory, store=store)

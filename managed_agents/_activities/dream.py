@@ -17,7 +17,7 @@ from temporalio import activity
 
 from managed_agents._activities.forced_tool import ForcedToolAnswer, call_forced_tool, validation_problems
 from managed_agents._activities.heartbeat import heartbeating
-from managed_agents._activities.model import ModelClientFactory, default_client_factory
+from managed_agents._activities.model import ModelClientFactory
 from managed_agents._dreams import pipeline
 from managed_agents._dreams.models import (
     RECORD_SESSION_ACTIVITY,
@@ -42,6 +42,7 @@ from managed_agents._logging import get_logger
 from managed_agents._memory.errors import MemoryNotFound, MemoryStoreNotFound
 from managed_agents._memory.models import MemoryStoreProposal, ServiceAccountActor
 from managed_agents._memory.service import MemoryService
+from managed_agents._providers import ModelProvider, as_provider
 from managed_agents._store import SessionStore, call_store
 
 log = get_logger("managed_agents.dream")
@@ -58,12 +59,12 @@ class DreamActivities:
         store: SessionStore,
         memory: MemoryService,
         records: DreamRecords,
-        client_factory: ModelClientFactory | None = None,
+        client_factory: ModelProvider | ModelClientFactory | None = None,
     ) -> None:
         self.store = store
         self.memory = memory
         self.records = records
-        self.client_factory = client_factory or default_client_factory()
+        self.provider = as_provider(client_factory)
 
     # --- stage 1: check the inputs, clone the store ----------------------------------------------
 
@@ -130,7 +131,7 @@ class DreamActivities:
         bound = log.bind(dream_id=inp.dream_id, session_id=inp.session_id, activity="dream.extract")
         async with heartbeating("reading transcript"):
             chunks = await asyncio.to_thread(self._chunks, inp)
-        client = self.client_factory(inp.model)
+        client = self.provider.client(inp.model)
         result = ExtractResult(chunks=len(chunks))
         observations: list[dict[str, Any]] = []
         for index, chunk in enumerate(chunks):
@@ -139,7 +140,7 @@ class DreamActivities:
             if recorded is None:
                 answer = await call_forced_tool(
                     client,
-                    model=inp.model,
+                    model=self.provider.model_id(inp.model),
                     max_tokens=inp.max_tokens,
                     system=pipeline.EXTRACT_SYSTEM,
                     tool=pipeline.EXTRACT_TOOL_DEFINITION,
@@ -213,8 +214,8 @@ class DreamActivities:
             store = [(e.path, e.content) for e in snapshot]
             existing = {e.path for e in snapshot}
             answer: ForcedToolAnswer[pipeline.ConsolidateAnswer] = await call_forced_tool(
-                self.client_factory(inp.model),
-                model=inp.model,
+                self.provider.client(inp.model),
+                model=self.provider.model_id(inp.model),
                 max_tokens=inp.max_tokens,
                 system=pipeline.CONSOLIDATE_SYSTEM,
                 tool=pipeline.CONSOLIDATE_TOOL_DEFINITION,

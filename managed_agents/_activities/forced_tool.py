@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import anthropic
 from pydantic import ValidationError
 
 from managed_agents._activities.heartbeat import heartbeating
+from managed_agents._providers import ModelClient
 from managed_agents._retry import classify_model_error
 
 T = TypeVar("T")
@@ -47,7 +47,7 @@ class ForcedToolAnswer(Generic[T]):
 
 
 async def call_forced_tool(
-    client: anthropic.AsyncAnthropic,
+    client: ModelClient,
     *,
     model: str,
     max_tokens: int,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from typing import Any
 
 import anthropic
@@ -25,12 +24,10 @@ from managed_agents._models.agent import AgentDefinition
 from managed_agents._models.session import CacheCreationUsage, RequestUsage
 from managed_agents._pricing import cost_nanos
 from managed_agents._prompt import build_request, next_cleared_before
+from managed_agents._providers import ModelClientFactory, ModelProvider, as_provider
 from managed_agents._retry import classify_model_error
+from managed_agents._settings import ManagedAgentsSettings
 from managed_agents._store import SessionStore
-
-#: Builds the Anthropic client for a model name. The default reads ANTHROPIC_API_KEY and
-#: ANTHROPIC_BASE_URL from the worker's environment: credentials never enter workflow history.
-ModelClientFactory = Callable[[str], anthropic.AsyncAnthropic]
 
 RETRY_SIGNAL = "model_request_retrying"
 #: how often a pipelined request looks in the store for tool results stored by another process
@@ -40,15 +37,16 @@ MAX_POLL_SECONDS = 0.25
 log = get_logger("managed_agents.model")
 
 
-def default_client_factory() -> ModelClientFactory:
-    client = anthropic.AsyncAnthropic(max_retries=0)
-    return lambda _model: client
+def default_client_factory(settings: ManagedAgentsSettings | None = None) -> ModelProvider:
+    """The provider the settings (default: this worker's environment) name; its credentials are read
+    on the worker, never from workflow history."""
+    return as_provider(None, settings)
 
 
 class ModelActivities:
-    def __init__(self, store: SessionStore, client_factory: ModelClientFactory | None = None) -> None:
+    def __init__(self, store: SessionStore, client_factory: ModelProvider | ModelClientFactory | None = None) -> None:
         self.store = store
-        self.client_factory = client_factory or default_client_factory()
+        self.provider = as_provider(client_factory)
         self._agents: dict[str, AgentDefinition] = {}
         self._memory: dict[str, list[MemoryMount]] = {}
 
@@ -78,9 +76,10 @@ class ModelActivities:
         cleared = next_cleared_before(messages, inp.cleared_before, inp.context_window_tokens)
         memory = await self._memory_mounts(inp.memory_ref) if inp.memory_ref else []
         request = build_request(agent, messages, max_tokens=inp.max_tokens, cleared_before=cleared, memory=memory)
-        bound.info("model request", model=inp.model, messages=length)
+        request["model"] = self.provider.model_id(request["model"])
+        bound.info("model request", model=inp.model, model_id=request["model"], messages=length)
         try:
-            async with heartbeating(), self.client_factory(inp.model).messages.stream(**request) as stream:
+            async with heartbeating(), self.provider.client(inp.model).messages.stream(**request) as stream:
                 async for _event in stream:
                     pass
                 message = await stream.get_final_message()
@@ -104,7 +103,9 @@ class ModelActivities:
         bound.info("model response", stop_reason=message.stop_reason, output_tokens=usage.output_tokens)
         return ModelRequestResult(
             message_id=message.id,
-            model=message.model,
+            # The agent's name, as for the cost: usage is kept per model the agent chose, not per
+            # id a provider (Bedrock, Vertex) was asked for or answered with.
+            model=inp.model,
             content=content,
             stop_reason=message.stop_reason,
             usage=usage,

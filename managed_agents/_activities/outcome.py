@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from temporalio import activity
 
 from managed_agents._activities.forced_tool import call_forced_tool, validation_problems
-from managed_agents._activities.model import ModelClientFactory, default_client_factory
+from managed_agents._activities.model import ModelClientFactory
 from managed_agents._activities.sandbox import SandboxActivities
 from managed_agents._grader import GRADE_TOOL_DEFINITION, GRADER_SYSTEM, grader_prompt
 from managed_agents._logging import get_logger
@@ -34,6 +34,7 @@ from managed_agents._models.outcome import (
 )
 from managed_agents._models.session import RequestUsage
 from managed_agents._pricing import cost_nanos
+from managed_agents._providers import ModelProvider, as_provider
 from managed_agents._sandbox.paths import resolve_in_workspace, workspace_root
 from managed_agents._store import SessionStore
 
@@ -129,9 +130,9 @@ def _collect(workspace: Path, snapshot: Path) -> tuple[list[DeliverableFile], li
 class GraderActivities:
     """Runs on the brain worker: calls the grader model in a context of its own."""
 
-    def __init__(self, store: SessionStore, client_factory: ModelClientFactory | None = None) -> None:
+    def __init__(self, store: SessionStore, client_factory: ModelProvider | ModelClientFactory | None = None) -> None:
         self.store = store
-        self.client_factory = client_factory or default_client_factory()
+        self.provider = as_provider(client_factory)
 
     @activity.defn(name="managed_agents.outcome.grade")
     async def grade(self, inp: GradeInput) -> GradeResult:
@@ -146,8 +147,8 @@ class GraderActivities:
             inp.description, inp.rubric, inp.final_message, [(p, b) for p, b in bodies], inp.deliverables.omitted
         )
         answer = await call_forced_tool(
-            self.client_factory(inp.model),
-            model=inp.model,
+            self.provider.client(inp.model),
+            model=self.provider.model_id(inp.model),
             max_tokens=inp.max_tokens,
             system=GRADER_SYSTEM,
             tool=GRADE_TOOL_DEFINITION,

@@ -28,6 +28,22 @@ validated the way the real API does (alternating roles, every ``tool_use`` answe
 would earn a 400 from Claude also earns one here. ``usage`` includes deterministic
 prompt-cache accounting so caching strategies can be asserted on.
 
+The same scripts answer on the wire paths of Claude on the cloud platforms, so sessions run
+offline through the SDK's ``AsyncAnthropicBedrock`` and ``AsyncAnthropicVertex`` clients too:
+
+- Amazon Bedrock (``ANTHROPIC_BEDROCK_BASE_URL=<base_url>``): ``POST /model/{modelId}/invoke``
+  and ``/model/{modelId}/invoke-with-response-stream``, whose stream is AWS event-stream binary
+  framing (``application/vnd.amazon.eventstream``: ``chunk`` events carrying
+  ``{"bytes": base64(event JSON)}``); errors are AWS-shaped (``{"message"}`` and
+  ``x-amzn-ErrorType``; mid-stream, an ``exception`` message).
+- Google Vertex AI (``ANTHROPIC_VERTEX_BASE_URL=<base_url>/v1``):
+  ``POST /v1/projects/{project}/locations/{region}/publishers/anthropic/models/{model}:rawPredict``
+  and ``:streamRawPredict`` (server-sent events, as the Messages API).
+
+Their bodies carry ``anthropic_version`` and no ``model`` (the model is in the path; requests
+that break this get a 400, as on the platforms); :class:`RecordedRequest` keeps which ``api``,
+path and ``model`` id each request used. Markers, faults and validation work alike on every path.
+
 Run ``python -m managed_agents.testing.mock_claude --port 8765`` for a stand-alone echo
 server.
 """
@@ -36,15 +52,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import copy
 import hashlib
 import itertools
 import json
 import logging
 import math
+import struct
 import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,14 +72,17 @@ from typing import Any, Literal
 from aiohttp import web
 
 __all__ = [
+    "EVENT_STREAM_CONTENT_TYPE",
     "NO_SCRIPT_MESSAGE",
     "STOP_REASONS",
+    "Api",
     "Fault",
     "MockClaude",
     "RecordedRequest",
     "Responder",
     "Turn",
     "estimate_tokens",
+    "event_stream_message",
     "validate_messages_request",
 ]
 
@@ -84,6 +106,12 @@ STOP_REASONS = frozenset(
 
 #: Signature put on thinking blocks the mock produces.
 MOCK_SIGNATURE = "mock-sig"
+
+#: Which API a request came in through: the Messages API, Amazon Bedrock or Google Vertex AI.
+Api = Literal["anthropic", "bedrock", "vertex"]
+
+#: Content type of Bedrock's streamed answers (AWS event-stream binary framing).
+EVENT_STREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
 
 # How long one sleep step of a slow fault lasts, and how often it sends a keep-alive ping.
 _SLOW_STEP_SECONDS = 0.05
@@ -443,7 +471,9 @@ class RecordedRequest:
     ``"unauthorized"``, ``"exhausted"`` (nothing scripted), ``"default_error"`` (the
     ``default`` responder raised; answered 400), ``"count_tokens"`` or ``"not_found"``.
     ``source`` says which queue answered: ``"global"``, ``"marker:<marker>"``, ``"default"``
-    or ``""``.
+    or ``""``. ``api`` is the API whose wire path the request used and ``model`` the model id
+    it named (in the body for the Messages API, in the path on Bedrock and Vertex); ``body`` is
+    the body as sent (so without ``model`` on Bedrock and Vertex).
     """
 
     path: str
@@ -453,6 +483,8 @@ class RecordedRequest:
     status: int = 0
     served: str = ""
     source: str = ""
+    api: Api = "anthropic"
+    model: str = ""
     #: ``time.monotonic()`` when the request arrived (to check retry delays).
     received_at: float = field(default_factory=time.monotonic)
 
@@ -880,6 +912,83 @@ def _error_body(error_type: str, message: str, request_id: str) -> dict[str, Any
     return {"type": "error", "error": {"type": error_type, "message": message}, "request_id": request_id}
 
 
+# --------------------------------------------------------------------------------------------
+# Amazon Bedrock framing
+# --------------------------------------------------------------------------------------------
+
+
+def event_stream_message(headers: Mapping[str, str], payload: bytes) -> bytes:
+    """One AWS event-stream message, as Bedrock streams them.
+
+    A prelude (total length, headers length, both big-endian uint32) and its CRC32, the headers
+    (each: name length byte, name, value type 7 = string, uint16 value length, value), the payload,
+    then the CRC32 of everything before it. botocore's ``EventStreamBuffer``, which the SDK's
+    Bedrock client decodes with, checks both checksums.
+    """
+    encoded = b""
+    for name, value in headers.items():
+        raw_name, raw_value = name.encode(), value.encode()
+        encoded += struct.pack(">B", len(raw_name)) + raw_name + b"\x07"
+        encoded += struct.pack(">H", len(raw_value)) + raw_value
+    prelude = struct.pack(">II", 12 + len(encoded) + len(payload) + 4, len(encoded))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + encoded + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def _bedrock_chunk(event: Mapping[str, Any]) -> bytes:
+    """A streamed Messages event as Bedrock frames it: a ``chunk`` event whose JSON payload holds
+    the event's JSON, base64-encoded, in ``bytes``."""
+    data = base64.b64encode(json.dumps(event, ensure_ascii=False).encode()).decode()
+    headers = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+    return event_stream_message(headers, json.dumps({"bytes": data}).encode())
+
+
+#: The Bedrock stream exception a mid-stream error of each Anthropic type arrives as.
+_BEDROCK_STREAM_EXCEPTIONS = {
+    "overloaded_error": "serviceUnavailableException",
+    "rate_limit_error": "throttlingException",
+    "invalid_request_error": "validationException",
+    "api_error": "internalServerException",
+    "timeout_error": "modelTimeoutException",
+}
+
+#: Bedrock's error name (``x-amzn-ErrorType``) for an HTTP status.
+_BEDROCK_ERRORS = {
+    400: "ValidationException",
+    401: "UnrecognizedClientException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    408: "ModelTimeoutException",
+    424: "ModelErrorException",
+    429: "ThrottlingException",
+    503: "ServiceUnavailableException",
+    529: "ServiceUnavailableException",
+}
+
+
+def _bedrock_exception(error_type: str, message: str) -> bytes:
+    """A mid-stream failure as Bedrock sends it: an ``exception`` message (the SDK turns it into
+    an ``error`` event, typed by the exception name)."""
+    headers = {
+        ":exception-type": _BEDROCK_STREAM_EXCEPTIONS.get(error_type, "modelStreamErrorException"),
+        ":content-type": "application/json",
+        ":message-type": "exception",
+    }
+    return event_stream_message(headers, json.dumps({"message": message}).encode())
+
+
+def _platform_body_problem(api: Api, body: Mapping[str, Any]) -> str | None:
+    """What Bedrock or Vertex refuses in a body the Messages API would take: the model belongs in
+    the path, the API version in ``anthropic_version`` (Bedrock also refuses ``stream``)."""
+    extra = [key for key in ("model", "stream") if key in body and (key == "model" or api == "bedrock")]
+    if extra:
+        return f"extraneous key [{extra[0]}] is not permitted"
+    version = body.get("anthropic_version")
+    if not isinstance(version, str) or not version:
+        return "anthropic_version: Field required"
+    return None
+
+
 def _new_request_id() -> str:
     return f"req_mock_{uuid.uuid4().hex[:24]}"
 
@@ -1010,6 +1119,11 @@ class MockClaude:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/messages", self._handle_messages)
         app.router.add_post("/v1/messages/count_tokens", self._handle_count_tokens)
+        # aiohttp hands the segments over decoded: an ARN's %2F is a "/" in the model id.
+        app.router.add_post("/model/{model}/{action:invoke|invoke-with-response-stream}", self._handle_bedrock)
+        app.router.add_post(
+            "/v1/projects/{project}/locations/{region}/publishers/anthropic/models/{target}", self._handle_vertex
+        )
         app.router.add_route("*", "/{tail:.*}", self._handle_not_found)
         # handler_cancellation: a client that gives up on a slow answer frees the handler.
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
@@ -1089,12 +1203,22 @@ class MockClaude:
 
     # -- handlers --------------------------------------------------------------------------
 
-    def _record(self, request: web.Request, body: dict[str, Any]) -> RecordedRequest:
+    def _record(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        *,
+        api: Api = "anthropic",
+        model: str | None = None,
+        stream: bool | None = None,
+    ) -> RecordedRequest:
         record = RecordedRequest(
             path=request.path,
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
-            stream=body.get("stream") is True,
+            stream=body.get("stream") is True if stream is None else stream,
+            api=api,
+            model=model if model is not None else str(body.get("model") or ""),
         )
         with self._lock:
             self._requests.append(record)
@@ -1112,6 +1236,10 @@ class MockClaude:
     ) -> web.Response:
         record.status, record.served = status, served
         request_id = _new_request_id()
+        if record.api == "bedrock":  # AWS-shaped: the error's name in a header, a bare message
+            name = _BEDROCK_ERRORS.get(status, "InternalServerException" if status >= 500 else "ValidationException")
+            aws_headers = {"x-amzn-requestid": request_id, "x-amzn-errortype": name, **(headers or {})}
+            return web.json_response({"message": message}, status=status, headers=aws_headers)
         all_headers = {"request-id": request_id, **(headers or {})}
         return web.json_response(_error_body(error_type, message, request_id), status=status, headers=all_headers)
 
@@ -1125,18 +1253,30 @@ class MockClaude:
             return {}, "request body must be a JSON object"
         return body, None
 
-    def _unauthorized(self, request: web.Request) -> bool:
-        """Whether ``require_api_key`` is set and the request does not carry that key.
+    def _unauthorized(self, request: web.Request, api: Api = "anthropic") -> bool:
+        """Whether the request lacks the credentials its API needs.
 
-        The key may come as ``x-api-key`` (the documented API header, sent by older SDKs and
-        by curl users) or as ``Authorization: Bearer <key>`` (what ``anthropic`` 2.x sends
-        for ``api_key=``).
+        The Messages API is checked only with ``require_api_key``: the key may come as
+        ``x-api-key`` (the documented API header, sent by older SDKs and by curl users) or as
+        ``Authorization: Bearer <key>`` (what ``anthropic`` 2.x sends for ``api_key=``).
+        Bedrock needs a SigV4 signature (the signature itself is not checked; with
+        ``require_api_key``, that access key id) or a Bedrock API key as a bearer token; Vertex
+        needs a bearer token (with ``require_api_key``, that one).
         """
-        if self.require_api_key is None:
+        auth = request.headers.get("authorization", "")
+        key = self.require_api_key
+        bearer = auth.startswith("Bearer ") and len(auth) > len("Bearer ") and (key is None or auth == f"Bearer {key}")
+        if api == "bedrock":
+            sigv4 = auth.startswith("AWS4-HMAC-SHA256 Credential=")
+            signed = sigv4 and (key is None or auth.startswith(f"AWS4-HMAC-SHA256 Credential={key}/"))
+            return not (signed or bearer)
+        if api == "vertex":
+            return not bearer
+        if key is None:
             return False
-        if request.headers.get("x-api-key") == self.require_api_key:
+        if request.headers.get("x-api-key") == key:
             return False
-        return request.headers.get("authorization") != f"Bearer {self.require_api_key}"
+        return auth != f"Bearer {key}"
 
     async def _handle_not_found(self, request: web.Request) -> web.StreamResponse:
         record = self._record(request, {})
@@ -1162,9 +1302,37 @@ class MockClaude:
 
     async def _handle_messages(self, request: web.Request) -> web.StreamResponse:
         body, problem = await self._read_body(request)
-        record = self._record(request, body)
-        if self._unauthorized(request):
-            return self._error(record, 401, "authentication_error", "invalid x-api-key", served="unauthorized")
+        return await self._answer(request, self._record(request, body), body, problem)
+
+    async def _handle_bedrock(self, request: web.Request) -> web.StreamResponse:
+        body, problem = await self._read_body(request)
+        model, streamed = request.match_info["model"], request.match_info["action"] == "invoke-with-response-stream"
+        record = self._record(request, body, api="bedrock", model=model, stream=streamed)
+        return await self._answer(request, record, body, problem)
+
+    async def _handle_vertex(self, request: web.Request) -> web.StreamResponse:
+        model, _, method = request.match_info["target"].rpartition(":")
+        if not model or method not in ("rawPredict", "streamRawPredict"):
+            return await self._handle_not_found(request)
+        if model == "count-tokens":  # the SDK's count_tokens on Vertex (the model is in the body)
+            return await self._handle_count_tokens(request)
+        body, problem = await self._read_body(request)
+        record = self._record(request, body, api="vertex", model=model, stream=method == "streamRawPredict")
+        return await self._answer(request, record, body, problem)
+
+    async def _answer(
+        self, request: web.Request, record: RecordedRequest, body: dict[str, Any], problem: str | None
+    ) -> web.StreamResponse:
+        """Answer a Messages request that came in through any API's wire path (``record.api``)."""
+        if self._unauthorized(request, record.api):
+            status = 403 if record.api == "bedrock" else 401  # AWS refuses a bad signature with 403
+            message = "invalid x-api-key" if record.api == "anthropic" else "missing or invalid credentials"
+            return self._error(record, status, "authentication_error", message, served="unauthorized")
+        if record.api != "anthropic":
+            problem = problem or _platform_body_problem(record.api, body)
+            # From here on the body reads as a Messages API body: validation, the marker scripts
+            # and the answer's ``model`` work the same on every path.
+            body = {**body, "model": record.model}
         problem = problem or validate_messages_request(body)
         if problem:
             return self._error(record, 400, "invalid_request_error", problem, served="invalid")
@@ -1276,6 +1444,8 @@ class MockClaude:
 
         if apply_latency and self.latency:
             await asyncio.sleep(self.latency)
+        bedrock = record.api == "bedrock"
+        frame = _bedrock_chunk if bedrock else _sse
         events = self._stream_events(message)
         head, tail = events[:2], events[2:]  # message_start + ping go out before any delay
         if cut_off is not None:
@@ -1284,29 +1454,38 @@ class MockClaude:
         record.status = 200
         response = web.StreamResponse(
             status=200,
-            headers={"content-type": "text/event-stream", "cache-control": "no-cache", **all_headers},
+            headers={
+                "content-type": EVENT_STREAM_CONTENT_TYPE if bedrock else "text/event-stream",
+                "cache-control": "no-cache",
+                **all_headers,
+            },
         )
         try:
             await response.prepare(request)
             for event in head:
-                await response.write(_sse(event))
-            await self._wait_alive(response, delay)
+                await response.write(frame(event))
+            await self._wait_alive(response, delay, frame)
             for event in tail:
-                await response.write(_sse(event))
+                await response.write(frame(event))
             if cut_off == "drop":
                 transport = request.transport
                 if transport is not None:
                     transport.close()
                 return response
             if cut_off == "error" and error is not None:
-                await response.write(_sse(_error_body(error.error_type, error.message, _new_request_id())))
+                if bedrock:
+                    await response.write(_bedrock_exception(error.error_type, error.message))
+                else:
+                    await response.write(_sse(_error_body(error.error_type, error.message, _new_request_id())))
             await response.write_eof()
         except ConnectionError:
             log.debug("mock-claude: client went away mid-stream")
         return response
 
     @staticmethod
-    async def _wait_alive(response: web.StreamResponse, seconds: float) -> None:
+    async def _wait_alive(
+        response: web.StreamResponse, seconds: float, frame: Callable[[Mapping[str, Any]], bytes] = _sse
+    ) -> None:
         """Sleep ``seconds`` in small steps, sending a ``ping`` every second meanwhile."""
         if seconds <= 0:
             return
@@ -1315,7 +1494,7 @@ class MockClaude:
         while (left := deadline - time.monotonic()) > 0:
             await asyncio.sleep(min(_SLOW_STEP_SECONDS, left))
             if time.monotonic() >= next_ping and deadline - time.monotonic() > 0:
-                await response.write(_sse({"type": "ping"}))
+                await response.write(frame({"type": "ping"}))
                 next_ping += _SLOW_PING_SECONDS
 
     @staticmethod
