@@ -144,10 +144,8 @@ def session_table(session: SessionObject, ui_url: str | None = None) -> Table:
     )
     table.add_row("list cost", f"${int(u.list_cost.amount) / 100:.2f}" if u.list_cost else "-")
     for o in session.outcome_evaluations:
-        best = f", best evaluation {o['best_iteration'] + 1}" if "best_iteration" in o else ""
-        table.add_row(
-            f"outcome {o['outcome_id']}", f"{o['result']} after {len(o.get('iterations', []))} evaluation(s){best}"
-        )
+        best = f", best evaluation {o.best_iteration + 1}" if o.best_iteration is not None else ""
+        table.add_row(f"outcome {o.outcome_id}", f"{o.result} after {len(o.iterations)} evaluation(s){best}")
     for t in session.threads:
         cost = int(t["usage"]["list_cost"]["amount"]) / 100
         table.add_row(

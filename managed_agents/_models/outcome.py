@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 TerminalResult = Literal["satisfied", "max_iterations_reached", "failed", "interrupted"]
 OutcomeResult = Literal[
@@ -73,13 +73,55 @@ class DeliverablesManifest(BaseModel):
     snapshot_dir: str = Field(description="Workspace folder holding a copy of this iteration's deliverables")
 
 
-class IterationRecord(BaseModel):
+class _ByKey(BaseModel):
+    """Fields read as attributes or, like the JSON, by key (``record["verdict"]``)."""
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+
+class IterationRecord(_ByKey):
     iteration: int
     verdict: str
     score: float
     criteria_passed: int
     criteria_total: int
     snapshot_dir: str | None = None
+
+
+class OutcomeEvaluation(_ByKey):
+    """One outcome of a session (``session.outcome_evaluations``): Managed Agents'
+    ``BetaManagedAgentsOutcomeEvaluationResource``, plus this engine's iterations, why it failed,
+    and the best iteration when the cap was reached. Fields read as attributes
+    (``evaluation.result``) or, like the JSON, by key (``evaluation["result"]``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["outcome_evaluation"] = "outcome_evaluation"
+    outcome_id: str
+    description: str
+    iteration: int
+    result: OutcomeResult
+    explanation: str | None = None
+    completed_at: datetime | None = None
+    max_iterations: int
+    iterations: list[IterationRecord] = Field(default_factory=list)
+    failure_kind: FailureKind | None = None
+    best_iteration: int | None = None
+    best_score: float | None = None
+    best_snapshot_dir: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _only_what_applies(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The engine's extensions appear only when they apply, as in the event log.
+        data: dict[str, Any] = handler(self)
+        for key in ("failure_kind", "best_iteration", "best_score", "best_snapshot_dir"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class OutcomeState(BaseModel):

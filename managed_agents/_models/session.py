@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 
 from managed_agents._models.agent import AgentDefinition, StrictModel
 from managed_agents._models.events import InitialEvent, StopReason
+from managed_agents._models.outcome import OutcomeEvaluation
 
 
 class MonetaryAmount(StrictModel):
@@ -317,7 +318,7 @@ class SessionObject(BaseModel):
     budget: BudgetLimit | None = None
     usage: SessionUsage
     stats: SessionStats
-    outcome_evaluations: list[dict[str, Any]] = Field(default_factory=list)
+    outcome_evaluations: list[OutcomeEvaluation] = Field(default_factory=list)
     resources: list[dict[str, Any]] = Field(default_factory=list)
     vault_ids: list[str] = Field(default_factory=list)
     created_at: datetime

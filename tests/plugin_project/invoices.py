@@ -42,4 +42,4 @@ class InvoiceReview:
             id=f"review-{invoice_id}",
         )
         verdict = session.outcome_evaluations[-1]
-        return {"session_id": session.id, "verdict": verdict["result"], "final_message": session.final_message or ""}
+        return {"session_id": session.id, "verdict": verdict.result, "final_message": session.final_message or ""}
