@@ -130,6 +130,9 @@ class ManagedAgentsPlugin(SimplePlugin):
         if sandbox_only:
             activities += resources.provision_activities()
         elif "brain" in self.settings.roles:
+            # The model client is built now: a provider missing its region, project or credentials
+            # stops the worker at start, naming the variable, not at its first model request.
+            resources.model_clients  # noqa: B018
             workflows += WORKFLOWS
             activities += resources.brain_activities()
         config["activities"] = activities

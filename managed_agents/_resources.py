@@ -43,11 +43,9 @@ class WorkerResources:
     @functools.cached_property
     def model_clients(self) -> Any:
         """The model provider (Anthropic, Bedrock, Vertex) from the settings, or the given factory."""
-        if self._model_client_factory is not None:
-            return self._model_client_factory
-        from managed_agents._activities.model import default_client_factory
+        from managed_agents._providers import as_provider
 
-        return default_client_factory()
+        return as_provider(self._model_client_factory, self.settings)
 
     def brain_activities(self) -> list[Callable[..., Any]]:
         from managed_agents._activities.bookkeeping import SessionBookkeepingActivities

@@ -17,6 +17,28 @@ import httpx2
 from temporalio.exceptions import ApplicationError
 
 RETRYABLE_STATUS = {408, 409, 429}
+#: An error event inside a streamed answer arrives on an HTTP 200: its type says what the status
+#: would have been (an ``overloaded_error`` mid-stream is a 529 and retries like one).
+STATUS_OF_ERROR_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+    # Bedrock's stream exceptions (the SDK passes their name as the type), as the errors they carry
+    "validationexception": 400,
+    "accessdeniedexception": 403,
+    "modeltimeoutexception": 408,
+    "throttlingexception": 429,
+    "internalserverexception": 500,
+    "modelstreamerrorexception": 500,
+    "serviceunavailableexception": 529,
+}
 MAX_RETRY_AFTER = timedelta(minutes=10)
 
 
@@ -55,6 +77,8 @@ def classify_model_error(err: BaseException) -> ApplicationError:
     """Map an exception from a model request to a typed, correctly retryable ApplicationError."""
     if isinstance(err, anthropic.APIStatusError):
         status = err.status_code
+        if 200 <= status < 300:  # an error event in a stream: classify it by its type
+            status = STATUS_OF_ERROR_TYPE.get((_api_error_type(err) or "").lower(), 500)
         should_retry = err.response.headers.get("x-should-retry")
         if should_retry in ("true", "false"):
             retryable = should_retry == "true"
@@ -82,10 +106,19 @@ def classify_model_error(err: BaseException) -> ApplicationError:
     )
 
 
+def _api_error_type(err: anthropic.APIStatusError) -> str | None:
+    body = err.body
+    inner = body.get("error") if isinstance(body, dict) else None
+    kind = inner.get("type") if isinstance(inner, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
 def _api_message(err: anthropic.APIStatusError) -> str:
     body = err.body
     if isinstance(body, dict):
         inner = body.get("error")
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
             return inner["message"]
+        if isinstance(body.get("message"), str):  # Bedrock's errors: {"message": ...}
+            return str(body["message"])
     return err.message

@@ -23,7 +23,7 @@ from managed_agents._client import connect
 from managed_agents._contract import sandbox_shared_queue
 from managed_agents._logging import configure_logging, get_logger
 from managed_agents._plugin import ManagedAgentsPlugin
-from managed_agents._providers import as_provider
+from managed_agents._providers import ModelProviderError, as_provider
 from managed_agents._resources import WorkerResources
 from managed_agents._settings import ManagedAgentsSettings
 from managed_agents._store import SessionStore
@@ -45,10 +45,6 @@ def build_workers(
     sandbox queue. The plugin runs the sandbox task queues beside it. ``interceptors`` run
     inside the heartbeat interceptor (so an activity they slow down still heartbeats).
     """
-    if "brain" in settings.roles:
-        # Built now, from the settings: a provider missing its region, project or credentials stops
-        # the worker at start, naming the variable, instead of failing its first model request.
-        client_factory = as_provider(client_factory, settings)
     plugin = ManagedAgentsPlugin(settings, model_client_factory=client_factory, interceptors=interceptors)
     if store is not None:  # shared with the caller (the testing harness reads it)
         plugin._resources = WorkerResources(settings, settings.task_queue, client_factory, store=store)
@@ -150,8 +146,16 @@ async def amain(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     settings = settings_from_args(args)
     configure_logging(settings.log_format, settings.log_level)
+    provider = None
+    if "brain" in settings.roles:
+        try:  # before connecting: a provider missing its configuration stops here, saying what is missing
+            provider = as_provider(None, settings)
+        except ModelProviderError as err:
+            log.error("the model provider is not configured", provider=settings.model_provider, error=str(err))
+            raise SystemExit(2) from None
     if (
         "brain" in settings.roles
+        and settings.model_provider == "anthropic"
         and not os.environ.get("ANTHROPIC_API_KEY")
         and not os.environ.get("ANTHROPIC_AUTH_TOKEN")
     ):
@@ -159,7 +163,7 @@ async def amain(argv: Sequence[str] | None = None) -> None:
     if "sandbox" in settings.roles:
         report_isolation(settings)
     client = await connect(args.address, args.namespace)
-    workers = build_workers(client, settings)
+    workers = build_workers(client, settings, client_factory=provider)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -177,10 +181,13 @@ async def amain(argv: Sequence[str] | None = None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    code = 0
     try:
         asyncio.run(amain(argv))
     except KeyboardInterrupt:
         pass
+    except SystemExit as err:
+        code = err.code if isinstance(err.code, int) else 1
     # Temporal's Rust bridge threads can abort the interpreter at exit (sdk-python#300): leave hard
     # once the workers have shut down cleanly.
-    os._exit(0)
+    os._exit(code)

@@ -330,6 +330,9 @@ def test_stream_error_event(mock: MockClaude, client: Anthropic) -> None:
         stream_final(client)
     assert info.value.status_code == 200  # the HTTP status of the stream that carried the error
     assert error_of(info)["type"] == "overloaded_error"
+    # The engine retries it like the 529 it stands for, not as a non-retryable 200.
+    classified = classify_model_error(info.value)
+    assert classified.type == "model_overloaded_error" and not classified.non_retryable, classified
     with pytest.raises(anthropic.InternalServerError) as plain:  # non-streaming: a real 529
         ask(client)
     assert plain.value.status_code == 529

@@ -242,8 +242,10 @@ async def test_misconfigured_provider_stops_the_worker_at_start(
         if worker.poll() is None:
             stop(worker)
     log = (settings.data_dir / "worker.log").read_text()
-    assert code != 0
-    assert "ModelProviderError" in log and "CLOUD_ML_REGION is not set" in log, log[-2000:]
+    assert code == 2, log[-2000:]
+    # One log line that says what is missing, before the worker connects; no traceback.
+    assert "the model provider is not configured" in log and "CLOUD_ML_REGION is not set" in log, log[-2000:]
+    assert "Traceback" not in log and "worker started" not in log, log[-2000:]
 
 
 @pytest.mark.parametrize(
