@@ -55,3 +55,33 @@ def sandbox_shared_queue(task_queue: str) -> str:
 def sandbox_private_queue(task_queue: str, sandbox_id: str) -> str:
     """Queue served only by one sandbox worker: tool calls of the sessions it holds go here."""
     return f"{task_queue}-sandbox-{sandbox_id}"
+
+
+# --- activities -----------------------------------------------------------------------------------
+# Each is named ``managed_agents.<...>`` (the plugin recognises its own by that prefix). A name is
+# in the history of every workflow that scheduled it, so it never changes.
+
+MODEL_REQUEST: Final = "managed_agents.model_request"
+REGISTER_SESSION: Final = "managed_agents.register_session"
+SANDBOX_PROVISION: Final = "managed_agents.sandbox.provision"
+OUTCOME_READ_RUBRIC: Final = "managed_agents.outcome.read_rubric"
+OUTCOME_COLLECT_DELIVERABLES: Final = "managed_agents.outcome.collect_deliverables"
+OUTCOME_GRADE: Final = "managed_agents.outcome.grade"
+SESSIONS_BOOKKEEPING: Final = "managed_agents.sessions.bookkeeping"
+SESSIONS_RECORD: Final = "managed_agents.sessions.record"
+WEBHOOKS_ENQUEUE: Final = "managed_agents.webhooks.enqueue"
+WEBHOOKS_FANOUT: Final = "managed_agents.webhooks.fanout"
+WEBHOOKS_DELIVER: Final = "managed_agents.webhooks.deliver"
+WEBHOOKS_GIVE_UP: Final = "managed_agents.webhooks.give_up"
+DREAM_PREPARE: Final = "managed_agents.dream.prepare"
+DREAM_EXTRACT: Final = "managed_agents.dream.extract"
+DREAM_PLAN_CONSOLIDATION: Final = "managed_agents.dream.plan_consolidation"
+DREAM_CONSOLIDATE: Final = "managed_agents.dream.consolidate"
+DREAM_FINISH: Final = "managed_agents.dream.finish"
+DREAM_SELECT_SESSIONS: Final = "managed_agents.dream.select_sessions"
+
+
+def tool_activity(tool: str) -> str:
+    """One activity per built-in tool (``managed_agents.tool.bash``, ...), so Temporal's UI and
+    metrics show tool names."""
+    return f"managed_agents.tool.{tool}"

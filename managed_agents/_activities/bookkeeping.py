@@ -11,7 +11,8 @@ from temporalio import activity
 
 from managed_agents._activities.dream import DreamActivities
 from managed_agents._activities.webhooks import WebhookActivities
-from managed_agents._models.activity_io import SESSION_BOOKKEEPING_ACTIVITY, SessionBookkeepingInput
+from managed_agents._contract import SESSIONS_BOOKKEEPING
+from managed_agents._models.activity_io import SessionBookkeepingInput
 
 
 class SessionBookkeepingActivities:
@@ -19,7 +20,7 @@ class SessionBookkeepingActivities:
         self.webhooks = webhooks
         self.dreams = dreams
 
-    @activity.defn(name=SESSION_BOOKKEEPING_ACTIVITY)
+    @activity.defn(name=SESSIONS_BOOKKEEPING)
     async def bookkeeping(self, inp: SessionBookkeepingInput) -> int:
         """Index the finished turns, then start delivery of the webhook events; both idempotent, so
         a retried batch does nothing twice. Returns how many events had a subscriber."""

@@ -18,9 +18,17 @@ from temporalio import activity
 from managed_agents._activities.forced_tool import ForcedToolAnswer, call_forced_tool, validation_problems
 from managed_agents._activities.heartbeat import heartbeating
 from managed_agents._activities.model import ModelClientFactory
+from managed_agents._contract import (
+    DREAM_CONSOLIDATE,
+    DREAM_EXTRACT,
+    DREAM_FINISH,
+    DREAM_PLAN_CONSOLIDATION,
+    DREAM_PREPARE,
+    DREAM_SELECT_SESSIONS,
+    SESSIONS_RECORD,
+)
 from managed_agents._dreams import pipeline
 from managed_agents._dreams.models import (
-    RECORD_SESSION_ACTIVITY,
     ConsolidateInput,
     ConsolidateResult,
     DreamError,
@@ -68,7 +76,7 @@ class DreamActivities:
 
     # --- stage 1: check the inputs, clone the store ----------------------------------------------
 
-    @activity.defn(name="managed_agents.dream.prepare")
+    @activity.defn(name=DREAM_PREPARE)
     async def prepare(self, inp: PrepareDreamInput) -> PrepareDreamResult:
         return await asyncio.to_thread(self._prepare, inp)
 
@@ -122,7 +130,7 @@ class DreamActivities:
 
     # --- stage 2: read each session --------------------------------------------------------------
 
-    @activity.defn(name="managed_agents.dream.extract")
+    @activity.defn(name=DREAM_EXTRACT)
     async def extract(self, inp: ExtractInput) -> ExtractResult:
         key = f"extract:{inp.session_id}"
         done = await asyncio.to_thread(self.records.stage_result, inp.dream_id, key)
@@ -185,7 +193,7 @@ class DreamActivities:
 
     # --- stage 3: consolidate, batch by batch ----------------------------------------------------
 
-    @activity.defn(name="managed_agents.dream.plan_consolidation")
+    @activity.defn(name=DREAM_PLAN_CONSOLIDATION)
     async def plan_consolidation(self, inp: PlanConsolidationInput) -> PlanConsolidationResult:
         return await asyncio.to_thread(self._plan, inp)
 
@@ -202,7 +210,7 @@ class DreamActivities:
         batches = plan["batches"]
         return PlanConsolidationResult(batches=len(batches), observations=sum(len(b) for b in batches))
 
-    @activity.defn(name="managed_agents.dream.consolidate")
+    @activity.defn(name=DREAM_CONSOLIDATE)
     async def consolidate(self, inp: ConsolidateInput) -> ConsolidateResult:
         key = f"consolidate:{inp.batch:05d}"
         recorded = await asyncio.to_thread(self.records.stage_result, inp.dream_id, key)
@@ -272,7 +280,7 @@ class DreamActivities:
 
     # --- the end -----------------------------------------------------------------------------------
 
-    @activity.defn(name="managed_agents.dream.finish")
+    @activity.defn(name=DREAM_FINISH)
     async def finish(self, inp: FinishDreamInput) -> None:
         await asyncio.to_thread(self._finish, inp)
 
@@ -284,7 +292,7 @@ class DreamActivities:
             self.records.advance_schedule(inp.schedule_id, inp.memory_store_id, newest, inp.dream_id)
         log.info("dream finished", dream_id=inp.dream_id, status=inp.status, activity="dream.finish")
 
-    @activity.defn(name=RECORD_SESSION_ACTIVITY)
+    @activity.defn(name=SESSIONS_RECORD)
     async def record_session(self, inp: RecordSessionInput) -> None:
         await call_store(
             self.records.engine, self.records.record_session, inp.session_id, inp.memory_store_ids, inp.finished_at
@@ -292,7 +300,7 @@ class DreamActivities:
 
     # --- schedules -----------------------------------------------------------------------------------
 
-    @activity.defn(name="managed_agents.dream.select_sessions")
+    @activity.defn(name=DREAM_SELECT_SESSIONS)
     async def select_sessions(self, inp: SelectSessionsInput) -> SelectSessionsResult:
         return await asyncio.to_thread(self._select, inp)
 

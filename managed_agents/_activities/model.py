@@ -11,6 +11,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from managed_agents._activities.heartbeat import heartbeating
+from managed_agents._contract import MODEL_REQUEST, REGISTER_SESSION
 from managed_agents._logging import get_logger
 from managed_agents._models.activity_io import (
     MemoryMount,
@@ -50,13 +51,13 @@ class ModelActivities:
         self._agents: dict[str, AgentDefinition] = {}
         self._memory: dict[str, list[MemoryMount]] = {}
 
-    @activity.defn(name="managed_agents.register_session")
+    @activity.defn(name=REGISTER_SESSION)
     async def register_session(self, inp: RegisterSessionInput) -> RegisterSessionResult:
         ref = await asyncio.to_thread(self.store.put_agent, inp.agent)
         roster = [await asyncio.to_thread(self.store.put_agent, agent) for agent in inp.roster]
         return RegisterSessionResult(agent_ref=ref, roster_refs=roster)
 
-    @activity.defn(name="managed_agents.model_request")
+    @activity.defn(name=MODEL_REQUEST)
     async def model_request(self, inp: ModelRequestInput) -> ModelRequestResult:
         info = activity.info()
         bound = log.bind(

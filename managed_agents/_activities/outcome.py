@@ -20,6 +20,7 @@ from temporalio import activity
 from managed_agents._activities.forced_tool import call_forced_tool, validation_problems
 from managed_agents._activities.model import ModelClientFactory
 from managed_agents._activities.sandbox import SandboxActivities
+from managed_agents._contract import OUTCOME_COLLECT_DELIVERABLES, OUTCOME_GRADE, OUTCOME_READ_RUBRIC
 from managed_agents._grader import GRADE_TOOL_DEFINITION, GRADER_SYSTEM, grader_prompt
 from managed_agents._logging import get_logger
 from managed_agents._models.outcome import (
@@ -55,7 +56,7 @@ class OutcomeSandboxActivities:
     def __init__(self, sandbox: SandboxActivities) -> None:
         self.sandbox = sandbox
 
-    @activity.defn(name="managed_agents.outcome.read_rubric")
+    @activity.defn(name=OUTCOME_READ_RUBRIC)
     async def read_rubric(self, inp: ReadRubricInput) -> ReadRubricResult:
         workspace = self.sandbox.workspace(inp.workspace_id or inp.session_id)
         try:
@@ -72,7 +73,7 @@ class OutcomeSandboxActivities:
             return ReadRubricResult(error=f"rubric file {inp.path!r} is over {MAX_RUBRIC_CHARS} characters")
         return ReadRubricResult(content=text)
 
-    @activity.defn(name="managed_agents.outcome.collect_deliverables")
+    @activity.defn(name=OUTCOME_COLLECT_DELIVERABLES)
     async def collect_deliverables(self, inp: CollectDeliverablesInput) -> DeliverablesManifest:
         workspace = self.sandbox.workspace(inp.workspace_id or inp.session_id)
         snapshot = Path(SNAPSHOT_ROOT) / inp.outcome_id / f"iteration-{inp.iteration}"
@@ -134,7 +135,7 @@ class GraderActivities:
         self.store = store
         self.provider = as_provider(client_factory)
 
-    @activity.defn(name="managed_agents.outcome.grade")
+    @activity.defn(name=OUTCOME_GRADE)
     async def grade(self, inp: GradeInput) -> GradeResult:
         bound = log.bind(
             session_id=inp.session_id,

@@ -22,6 +22,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from managed_agents._activities.heartbeat import heartbeating
+from managed_agents._contract import SANDBOX_PROVISION, tool_activity
 from managed_agents._logging import get_logger
 from managed_agents._memory import MemoryService
 from managed_agents._models.activity_io import (
@@ -45,10 +46,6 @@ log = get_logger("managed_agents.sandbox")
 MAX_RESULT_BYTES = 1_400_000
 
 _SAFE_SESSION_ID = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
-
-
-def tool_activity_name(tool: str) -> str:
-    return f"managed_agents.tool.{tool}"
 
 
 class SandboxActivities:
@@ -91,7 +88,7 @@ class SandboxActivities:
             raise ValueError(f"session id {session_id!r} cannot name a workspace directory")
         return self.workspace_root / session_id
 
-    @activity.defn(name="managed_agents.sandbox.provision")
+    @activity.defn(name=SANDBOX_PROVISION)
     async def provision(self, inp: ProvisionSandboxInput) -> ProvisionSandboxResult:
         workspace = self.workspace(inp.session_id)
         workspace.mkdir(parents=True, exist_ok=True)
@@ -125,7 +122,7 @@ class SandboxActivities:
         return [self._tool_activity(name) for name in TOOL_NAMES]
 
     def _tool_activity(self, tool: str) -> Callable[..., Any]:
-        @activity.defn(name=tool_activity_name(tool))
+        @activity.defn(name=tool_activity(tool))
         async def run(inp: ToolCallInput) -> ToolCallResult:
             return await self._run(tool, inp)
 

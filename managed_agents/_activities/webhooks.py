@@ -15,7 +15,13 @@ import aiohttp
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
-from managed_agents._contract import WEBHOOK_EVENT
+from managed_agents._contract import (
+    WEBHOOK_EVENT,
+    WEBHOOKS_DELIVER,
+    WEBHOOKS_ENQUEUE,
+    WEBHOOKS_FANOUT,
+    WEBHOOKS_GIVE_UP,
+)
 from managed_agents._logging import get_logger
 from managed_agents._store import call_store
 from managed_agents._webhooks.models import (
@@ -37,7 +43,7 @@ class WebhookActivities:
     def __init__(self, service: WebhookService) -> None:
         self.service = service
 
-    @activity.defn(name="managed_agents.webhooks.enqueue")
+    @activity.defn(name=WEBHOOKS_ENQUEUE)
     async def enqueue(self, inp: WebhookEventInput) -> bool:
         """Start delivery of a session's event if any endpoint gets it (the common case: none)."""
         return bool(await self.enqueue_all([inp]))
@@ -65,7 +71,7 @@ class WebhookActivities:
         except WorkflowAlreadyStartedError:
             pass  # a retried enqueue: the event is already on its way
 
-    @activity.defn(name="managed_agents.webhooks.fanout")
+    @activity.defn(name=WEBHOOKS_FANOUT)
     async def fanout(self, inp: WebhookEventInput) -> FanoutResult:
         body = json.dumps(
             {
@@ -95,7 +101,7 @@ class WebhookActivities:
             ]
         )
 
-    @activity.defn(name="managed_agents.webhooks.deliver")
+    @activity.defn(name=WEBHOOKS_DELIVER)
     async def deliver(self, inp: DeliverInput) -> DeliverResult:
         attempt = activity.info().attempt
         endpoint = await asyncio.to_thread(self.service.get, inp.endpoint_id)
@@ -145,7 +151,7 @@ class WebhookActivities:
         )
         raise self._retry(f"{endpoint.url} answered HTTP {status}", attempt, inp)
 
-    @activity.defn(name="managed_agents.webhooks.give_up")
+    @activity.defn(name=WEBHOOKS_GIVE_UP)
     async def give_up(self, inp: GiveUpInput) -> None:
         """The retry window is over: record it, and disable an endpoint that kept failing."""
         reason = f"no successful delivery of {inp.event_id} within the retry window; last error: {inp.last_error}"

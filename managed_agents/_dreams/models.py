@@ -322,8 +322,6 @@ class FinishDreamInput(BaseModel):
 
 # --- the session index (written by AgentSession when a turn ends) ----------------------------------
 
-RECORD_SESSION_ACTIVITY = "managed_agents.sessions.record"
-
 
 class RecordSessionInput(BaseModel):
     session_id: str

@@ -151,9 +151,6 @@ class ToolCallResult(BaseModel):
     attempt: int | None = Field(None, description="The attempt that stored this result (the model request's reference)")
 
 
-SESSION_BOOKKEEPING_ACTIVITY = "managed_agents.sessions.bookkeeping"
-
-
 class SessionBookkeepingInput(BaseModel):
     """What a session noted in one workflow activation, for one local activity."""
 

@@ -19,10 +19,11 @@ from temporalio.exceptions import ActivityError, CancelledError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from managed_agents._dreams.models import RECORD_SESSION_ACTIVITY, RecordSessionInput, mounted_memory_store_ids
+    from managed_agents._contract import SESSIONS_BOOKKEEPING, SESSIONS_RECORD, WEBHOOKS_ENQUEUE
+    from managed_agents._dreams.models import RecordSessionInput, mounted_memory_store_ids
     from managed_agents._errors import InvalidEvents as InvalidEvents  # re-exported
     from managed_agents._errors import InvalidSessionInput as InvalidSessionInput  # re-exported
-    from managed_agents._models.activity_io import SESSION_BOOKKEEPING_ACTIVITY, SessionBookkeepingInput
+    from managed_agents._models.activity_io import SessionBookkeepingInput
     from managed_agents._models.agent import ResolvedTool
     from managed_agents._models.events import StopReason
     from managed_agents._models.session import MonetaryAmount, RequestUsage
@@ -117,7 +118,7 @@ class SessionBase:
             self._bookkeeping().webhook_events.append(inp)
             return
 
-        task = self._local_activity_quietly("managed_agents.webhooks.enqueue", inp, "webhook event not enqueued")
+        task = self._local_activity_quietly(WEBHOOKS_ENQUEUE, inp, "webhook event not enqueued")
         self._signal_tasks.append(asyncio.create_task(task))
 
     def _index_finished_turn(self) -> None:
@@ -132,7 +133,7 @@ class SessionBase:
             self._bookkeeping().finished_turns.append(inp)
             return
 
-        task = self._local_activity_quietly(RECORD_SESSION_ACTIVITY, inp, "session not indexed")
+        task = self._local_activity_quietly(SESSIONS_RECORD, inp, "session not indexed")
         self._signal_tasks.append(asyncio.create_task(task))
 
     def _bookkeeping(self) -> SessionBookkeepingInput:
@@ -152,7 +153,7 @@ class SessionBase:
                 # activation (at a turn's end: through the session's end, if it ends).
                 await workflow.wait_condition(lambda: True)
                 self._batch = None  # from here on, a new item starts a new batch
-                await self._local_activity_quietly(SESSION_BOOKKEEPING_ACTIVITY, batch, "session bookkeeping not done")
+                await self._local_activity_quietly(SESSIONS_BOOKKEEPING, batch, "session bookkeeping not done")
 
             self._signal_tasks.append(asyncio.create_task(send()))
         return self._batch

@@ -29,7 +29,18 @@ from temporalio.exceptions import ActivityError, CancelledError, TimeoutError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from managed_agents._contract import DREAM, DREAM_QUERY, SCHEDULED_DREAM
+    from managed_agents._contract import (
+        DREAM,
+        DREAM_CONSOLIDATE,
+        DREAM_EXTRACT,
+        DREAM_FINISH,
+        DREAM_PLAN_CONSOLIDATION,
+        DREAM_PREPARE,
+        DREAM_QUERY,
+        DREAM_SELECT_SESSIONS,
+        SCHEDULED_DREAM,
+        WEBHOOKS_ENQUEUE,
+    )
     from managed_agents._dreams.models import (
         ConsolidateInput,
         ConsolidateResult,
@@ -114,7 +125,7 @@ class DreamWorkflow:
         o = p.options
         d.progress.stage = "cloning"
         prepared: PrepareDreamResult = await workflow.execute_activity(
-            "managed_agents.dream.prepare",
+            DREAM_PREPARE,
             PrepareDreamInput(
                 dream_id=d.id,
                 memory_store_id=p.memory_store_id,
@@ -138,7 +149,7 @@ class DreamWorkflow:
             while queue:
                 session_id = queue.popleft()
                 read: ExtractResult = await workflow.execute_activity(
-                    "managed_agents.dream.extract",
+                    DREAM_EXTRACT,
                     ExtractInput(
                         dream_id=d.id,
                         session_id=session_id,
@@ -164,7 +175,7 @@ class DreamWorkflow:
 
         d.progress.stage = "consolidating"
         plan: PlanConsolidationResult = await workflow.execute_activity(
-            "managed_agents.dream.plan_consolidation",
+            DREAM_PLAN_CONSOLIDATION,
             PlanConsolidationInput(dream_id=d.id, session_ids=sessions, batch_chars=o.consolidation_batch_chars),
             result_type=PlanConsolidationResult,
             **self._quick(),
@@ -172,7 +183,7 @@ class DreamWorkflow:
         d.progress.batches_total = plan.batches
         for batch in range(plan.batches):
             done: ConsolidateResult = await workflow.execute_activity(
-                "managed_agents.dream.consolidate",
+                DREAM_CONSOLIDATE,
                 ConsolidateInput(
                     dream_id=d.id,
                     output_memory_store_id=prepared.output_memory_store_id,
@@ -218,7 +229,7 @@ class DreamWorkflow:
         d = self._dream
         try:
             await workflow.execute_activity(
-                "managed_agents.dream.finish",
+                DREAM_FINISH,
                 FinishDreamInput(
                     dream_id=d.id,
                     memory_store_id=p.memory_store_id,
@@ -239,7 +250,7 @@ class DreamWorkflow:
         )
         try:
             await workflow.execute_local_activity(
-                "managed_agents.webhooks.enqueue",
+                WEBHOOKS_ENQUEUE,
                 event,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=5),
@@ -317,7 +328,7 @@ class ScheduledDream:
         except ValidationError as err:
             raise InvalidDreamInput(describe_validation_error(err)) from None
         selected: SelectSessionsResult = await workflow.execute_activity(
-            "managed_agents.dream.select_sessions",
+            DREAM_SELECT_SESSIONS,
             SelectSessionsInput(schedule_id=inp.schedule_id, memory_store_id=inp.memory_store_id),
             result_type=SelectSessionsResult,
             **_store_call(inp.options.heartbeat_timeout_seconds),

@@ -10,6 +10,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from managed_agents._contract import OUTCOME_COLLECT_DELIVERABLES, OUTCOME_GRADE, OUTCOME_READ_RUBRIC
     from managed_agents._grader import acknowledgment_request, outcome_kickoff, revision_request
     from managed_agents._models.outcome import (
         CollectDeliverablesInput,
@@ -24,10 +25,6 @@ with workflow.unsafe.imports_passed_through():
     from managed_agents._models.session import RequestUsage
     from managed_agents._workflows.base import SessionBase, _zero_usage, cancel_unless_done
 
-READ_RUBRIC_ACTIVITY = "managed_agents.outcome.read_rubric"
-COLLECT_ACTIVITY = "managed_agents.outcome.collect_deliverables"
-GRADE_ACTIVITY = "managed_agents.outcome.grade"
-
 
 class OutcomesMixin(SessionBase):
     async def _start_pending_outcome(self) -> bool:
@@ -39,7 +36,7 @@ class OutcomesMixin(SessionBase):
         if outcome.rubric_source.get("type") == "file":
             await self._sandbox_ready()
             read = await workflow.execute_activity(
-                READ_RUBRIC_ACTIVITY,
+                OUTCOME_READ_RUBRIC,
                 ReadRubricInput(
                     session_id=s.session_id, workspace_id=s.workspace_id, path=outcome.rubric_source["file_id"]
                 ),
@@ -76,7 +73,7 @@ class OutcomesMixin(SessionBase):
         start = self._emit("span.outcome_evaluation_start", outcome_id=outcome.outcome_id, iteration=iteration)
         await self._sandbox_ready()
         manifest = await workflow.execute_activity(
-            COLLECT_ACTIVITY,
+            OUTCOME_COLLECT_DELIVERABLES,
             CollectDeliverablesInput(
                 session_id=s.session_id, workspace_id=s.workspace_id, outcome_id=outcome.outcome_id, iteration=iteration
             ),
@@ -100,7 +97,7 @@ class OutcomesMixin(SessionBase):
             max_attempts=opts.max_model_attempts,
         )
         handle = workflow.start_activity(
-            GRADE_ACTIVITY,
+            OUTCOME_GRADE,
             grade_input,
             result_type=GradeResult,
             **self._model_call_options(),

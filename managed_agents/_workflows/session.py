@@ -25,13 +25,17 @@ with workflow.unsafe.imports_passed_through():
     from managed_agents._contract import (
         AGENT_SESSION,
         EVENTS_QUERY,
+        MODEL_REQUEST,
         MODEL_RETRY_SIGNAL,
+        REGISTER_SESSION,
+        SANDBOX_PROVISION,
         SEND_EVENTS_UPDATE,
         SESSION_QUERY,
         THREAD_INPUT_SIGNAL,
         THREAD_REPORT_SIGNAL,
         USER_EVENTS_SIGNAL,
         sandbox_shared_queue,
+        tool_activity,
     )
     from managed_agents._models.activity_io import (
         MEMORY_STORE_UNAVAILABLE,
@@ -75,9 +79,6 @@ with workflow.unsafe.imports_passed_through():
     from managed_agents._workflows.session_state import PendingAction, SessionState
     from managed_agents._workflows.threads import ThreadsMixin
 
-MODEL_ACTIVITY = "managed_agents.model_request"
-REGISTER_ACTIVITY = "managed_agents.register_session"
-PROVISION_ACTIVITY = "managed_agents.sandbox.provision"
 SANDBOX_UNAVAILABLE = "SandboxUnavailable"
 CONTINUATION_KEY = "_continuation"
 #: sessions started before this patch registered the agent, then provisioned the sandbox
@@ -334,7 +335,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
         params = self._s.params
         roster = params.agent_definition.roster()
         registered = await workflow.execute_activity(
-            REGISTER_ACTIVITY,
+            REGISTER_SESSION,
             RegisterSessionInput(
                 session_id=self._s.session_id,
                 agent=params.agent_definition.model_dump(mode="json"),
@@ -356,7 +357,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
         queue = sandbox_shared_queue(workflow.info().task_queue)
         try:
             provisioned = await workflow.execute_activity(
-                PROVISION_ACTIVITY,
+                SANDBOX_PROVISION,
                 ProvisionSandboxInput(session_id=self._s.session_id, memory_stores=memory),
                 result_type=ProvisionSandboxResult,
                 task_queue=queue,
@@ -680,7 +681,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
         options = self._model_call_options()
         if waits_for_tools:  # its clock runs while the tools do
             options["start_to_close_timeout"] += timedelta(seconds=TOOL_START_TO_CLOSE_SECONDS)
-        return workflow.start_activity(MODEL_ACTIVITY, inp, result_type=ModelRequestResult, **options)
+        return workflow.start_activity(MODEL_REQUEST, inp, result_type=ModelRequestResult, **options)
 
     # --- pipelined model requests ---------------------------------------------------------------------
     #
@@ -874,7 +875,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
                 self._record_inline_result(event_id_, block["id"], err.message, is_error=True)
                 continue
             handle = workflow.start_activity(
-                f"managed_agents.tool.{block['name']}",
+                tool_activity(block["name"]),
                 inp,
                 result_type=ToolCallResult,
                 task_queue=s.sandbox_queue,

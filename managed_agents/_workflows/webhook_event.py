@@ -20,7 +20,7 @@ from temporalio.exceptions import ActivityError
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 
 with workflow.unsafe.imports_passed_through():
-    from managed_agents._contract import WEBHOOK_EVENT
+    from managed_agents._contract import WEBHOOK_EVENT, WEBHOOKS_DELIVER, WEBHOOKS_FANOUT, WEBHOOKS_GIVE_UP
     from managed_agents._webhooks.models import (
         DeliverInput,
         DeliverResult,
@@ -36,7 +36,7 @@ class WebhookEvent:
     @workflow.run
     async def run(self, inp: WebhookEventInput) -> dict[str, str]:
         fanout = await workflow.execute_activity(
-            "managed_agents.webhooks.fanout",
+            WEBHOOKS_FANOUT,
             inp,
             result_type=FanoutResult,
             start_to_close_timeout=timedelta(seconds=30),
@@ -48,7 +48,7 @@ class WebhookEvent:
     async def _deliver(self, event_id: str, target: FanoutTarget) -> str:
         try:
             result = await workflow.execute_activity(
-                "managed_agents.webhooks.deliver",
+                WEBHOOKS_DELIVER,
                 DeliverInput(
                     event_id=event_id,
                     endpoint_id=target.endpoint_id,
@@ -69,7 +69,7 @@ class WebhookEvent:
         except ActivityError as err:
             cause = err.cause or err
             await workflow.execute_activity(
-                "managed_agents.webhooks.give_up",
+                WEBHOOKS_GIVE_UP,
                 GiveUpInput(event_id=event_id, endpoint_id=target.endpoint_id, last_error=str(cause)),
                 start_to_close_timeout=timedelta(seconds=30),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
