@@ -20,10 +20,14 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
     from managed_agents._contract import AGENT_SESSION, DREAM, USER_EVENTS_SIGNAL
     from managed_agents._dreams.models import Dream, DreamCreateParams
+    from managed_agents._errors import InvalidDreamInput, InvalidEvents, InvalidSessionInput
     from managed_agents._models.events import INBOUND_EVENTS
     from managed_agents._models.session import SessionCreateParams, SessionObject
+    from managed_agents._workflows.base import describe_validation_error
 
 
 def new_session_id() -> str:
@@ -49,11 +53,14 @@ class SessionChildHandle:
     async def send(self, *events: Mapping[str, Any]) -> None:
         """Send ``user.*`` events (``user.message``, ``user.interrupt``, ``user.tool_confirmation``,
         ``user.custom_tool_result``, ``user.define_outcome``). They are checked here first, so a
-        malformed event raises ``pydantic.ValidationError`` in this workflow, naming the field. A
+        malformed event raises ``InvalidEvents`` in this workflow, naming the field. A
         workflow cannot send another workflow an update, so they go as a signal; one the session
         still refuses (answering a call that is not pending, say) becomes a ``session.error`` event.
         """
-        INBOUND_EVENTS.validate_python([dict(e) for e in events])
+        try:
+            INBOUND_EVENTS.validate_python([dict(e) for e in events])
+        except ValidationError as err:
+            raise InvalidEvents(describe_validation_error(err, "events.")) from None
         await self._handle.signal(USER_EVENTS_SIGNAL, [dict(e) for e in events])
 
     async def send_message(self, text: str) -> None:
@@ -68,7 +75,12 @@ class SessionChildHandle:
 
 
 def _session_input(body: SessionCreateParams | Mapping[str, Any]) -> dict[str, Any]:
-    params = body if isinstance(body, SessionCreateParams) else SessionCreateParams.model_validate(dict(body))
+    # A mistake fails the calling workflow with a typed, non-retryable error naming the field: a
+    # bare ValidationError would fail its workflow task instead, retried forever.
+    try:
+        params = body if isinstance(body, SessionCreateParams) else SessionCreateParams.model_validate(dict(body))
+    except ValidationError as err:
+        raise InvalidSessionInput(describe_validation_error(err)) from None
     return params.model_dump(mode="json", exclude_unset=True, by_alias=True)
 
 
@@ -79,7 +91,8 @@ async def start_session(
 
     Args:
         body: The session, shaped like ``client.beta.sessions.create`` (``agent`` may be an inline
-            agent definition); checked here, so a mistake raises ``pydantic.ValidationError``.
+            agent definition); checked here, so a mistake raises ``InvalidSessionInput`` (which
+            fails this workflow, naming the field, unless caught).
         id: The session id (default: a new ``sesn_`` id).
         child_options: Passed to ``workflow.start_child_workflow`` (``task_queue``,
             ``parent_close_policy``, timeouts, ...). By default the child runs on this workflow's
@@ -105,7 +118,10 @@ async def run_dream(
     """Run a ``Dream`` (shaped like ``client.beta.dreams.create``) as a child workflow; returns the
     dream object, whose ``outputs[0].memory_store_id`` is the curated store (``status`` says
     whether it completed)."""
-    params = body if isinstance(body, DreamCreateParams) else DreamCreateParams.model_validate(dict(body))
+    try:
+        params = body if isinstance(body, DreamCreateParams) else DreamCreateParams.model_validate(dict(body))
+    except ValidationError as err:
+        raise InvalidDreamInput(describe_validation_error(err)) from None
     result = await workflow.execute_child_workflow(
         DREAM, params.model_dump(mode="json", exclude_unset=True), id=id or new_dream_id(), **child_options
     )

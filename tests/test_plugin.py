@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 
-from managed_agents import ManagedAgentsPlugin, ManagedAgentsSettings
-from managed_agents.testing.mock_claude import MockClaude, Turn
+from managed_agents import ManagedAgentsPlugin, ManagedAgentsSettings, SessionClient
+from managed_agents.testing.mock_claude import Fault, MockClaude, Turn
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ROOT / "tests" / "plugin_project"
@@ -212,3 +213,41 @@ def test_a_foreign_payload_converter_is_refused_by_name() -> None:
     foreign = dataclasses.replace(temporalio.converter.DataConverter.default, payload_converter_class=OwnPayloads)
     with pytest.raises(TypeError, match="OwnPayloads"):
         ManagedAgentsPlugin().configure_client({"data_converter": foreign})  # type: ignore[typeddict-item]
+
+
+async def test_a_child_session_gets_a_follow_up_from_its_parent_workflow(
+    temporal_env: Any, mock_claude: MockClaude, tmp_path: Path, queue: str
+) -> None:
+    topic = f"topic-{uuid.uuid4().hex[:10]}"
+    # The first answer is slow, so the follow-up (a signal from the parent) arrives mid-turn.
+    mock_claude.script_for(topic, Fault.slow(1.5, Turn.text("first answer")), Turn.text("second answer"))
+    worker = ProjectWorker(temporal_env, mock_claude, tmp_path / "data", queue, "brain,sandbox")
+    try:
+        client = temporal_env.client
+        result = await client.execute_workflow("FollowUp", topic, id=f"follow-{topic}", task_queue=queue)
+        events = await SessionClient(client, queue).get(result["session_id"]).events()
+    finally:
+        worker.stop()
+    assert result["final_message"] == "second answer", result
+    messages = [e.model_extra["content"][0]["text"] for e in events if e.type == "user.message"]
+    assert messages == [topic, f"{topic}: and a follow-up"]
+    assert [e.model_extra["content"][0]["text"] for e in events if e.type == "agent.message"] == [
+        "first answer",
+        "second answer",
+    ]
+
+
+async def test_a_mistyped_session_body_fails_the_callers_workflow_naming_the_field(
+    temporal_env: Any, mock_claude: MockClaude, tmp_path: Path, queue: str
+) -> None:
+    worker = ProjectWorker(temporal_env, mock_claude, tmp_path / "data", queue, "brain,sandbox")
+    try:
+        with pytest.raises(WorkflowFailureError) as failed:
+            await temporal_env.client.execute_workflow(
+                "MistypedRequest", id=f"mistyped-{uuid.uuid4().hex[:8]}", task_queue=queue
+            )
+    finally:
+        worker.stop()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "invalid_request_error", cause
+    assert cause.non_retryable and "agent.model" in cause.message, cause.message

@@ -148,7 +148,7 @@ async def test_no_sandbox_worker_fails_the_session_with_a_clear_message(temporal
     """The model answered, but no sandbox worker ever took the workspace: the session fails, and says why."""
     m = marker()
     mock_claude.script_for(m, Turn.text("answered without tools"))
-    brain = Harness(temporal_env.client, settings.model_copy(update={"role": "brain"}), mock_claude)
+    brain = Harness(temporal_env.client, settings.model_copy(update={"roles": frozenset({"brain"})}), mock_claude)
     async with brain.worker():
         handle = await brain.sessions.create(session_input(f"{m} go", options={"sandbox_provision_seconds": 1}))
         with pytest.raises(WorkflowFailureError) as raised:

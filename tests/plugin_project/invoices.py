@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from temporalio import activity, workflow
 
-from managed_agents import run_session
+from managed_agents import run_session, start_session
 
 RUBRIC = "- report.md exists\n- it states the invoice total"
 
@@ -43,3 +43,30 @@ class InvoiceReview:
         )
         verdict = session.outcome_evaluations[-1]
         return {"session_id": session.id, "verdict": verdict.result, "final_message": session.final_message or ""}
+
+
+AGENT = {"name": "assistant", "model": "claude-sonnet-4-6", "tools": [{"type": "agent_toolset_20260401"}]}
+
+
+@workflow.defn
+class FollowUp:
+    """A session started as a child, sent a second message while it works, then awaited."""
+
+    @workflow.run
+    async def run(self, topic: str) -> dict[str, str]:
+        session = await start_session(
+            {"agent": AGENT, "initial_events": [{"type": "user.message", "content": [{"type": "text", "text": topic}]}]}
+        )
+        await session.send_message(f"{topic}: and a follow-up")
+        result = await session.result()
+        return {"session_id": session.id, "final_message": result.final_message or ""}
+
+
+@workflow.defn
+class MistypedRequest:
+    """A session body without a model: the workflow fails, naming the field."""
+
+    @workflow.run
+    async def run(self) -> str:
+        await run_session({"agent": {"name": "no-model"}})
+        return "never"

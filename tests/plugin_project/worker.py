@@ -15,7 +15,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from managed_agents import ManagedAgentsPlugin, ManagedAgentsSettings, sandbox_shared_queue
-from tests.plugin_project.invoices import InvoiceReview, fetch_invoice
+from tests.plugin_project.invoices import FollowUp, InvoiceReview, MistypedRequest, fetch_invoice
 
 
 async def main() -> None:
@@ -27,7 +27,9 @@ async def main() -> None:
         plugins=[ManagedAgentsPlugin(settings)],
     )
     if "brain" in settings.roles:
-        worker = Worker(client, task_queue=queue, workflows=[InvoiceReview], activities=[fetch_invoice])
+        worker = Worker(
+            client, task_queue=queue, workflows=[InvoiceReview, FollowUp, MistypedRequest], activities=[fetch_invoice]
+        )
     else:
         worker = Worker(client, task_queue=sandbox_shared_queue(queue))
     stop = asyncio.Event()
