@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
@@ -29,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from managed_agents._models.session import MonetaryAmount, RequestUsage
     from managed_agents._pricing import nanos_to_cents_str
     from managed_agents._webhooks.models import WebhookEventInput
+    from managed_agents._workflows import activity_options as options
     from managed_agents._workflows.session_state import SessionState
 
 
@@ -161,12 +160,7 @@ class SessionBase:
     async def _local_activity_quietly(self, activity: str, arg: Any, failure: str) -> None:
         """Run a bookkeeping local activity; a failure is logged, never breaks the session."""
         try:
-            await workflow.execute_local_activity(
-                activity,
-                arg,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=5),
-            )
+            await workflow.execute_local_activity(activity, arg, **options.bookkeeping_local())
         except Exception as err:
             workflow.logger.warning(failure, extra={"error": str(err)})
 
@@ -180,16 +174,9 @@ class SessionBase:
     def _model_call_options(self) -> dict[str, Any]:
         """Activity options of every model call (agent turns and the grader): Temporal owns retries."""
         opts = self._s.params.options
-        return {
-            "start_to_close_timeout": timedelta(seconds=opts.model_request_timeout_seconds),
-            "heartbeat_timeout": timedelta(seconds=opts.heartbeat_timeout_seconds),
-            "retry_policy": RetryPolicy(
-                initial_interval=timedelta(seconds=1),
-                backoff_coefficient=2.0,
-                maximum_interval=timedelta(seconds=60),
-                maximum_attempts=opts.max_model_attempts,
-            ),
-        }
+        return options.model_call(
+            opts.model_request_timeout_seconds, opts.heartbeat_timeout_seconds, opts.max_model_attempts
+        )
 
     def _budget_reached(self) -> bool:
         s = self._s

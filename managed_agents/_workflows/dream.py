@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -62,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from managed_agents._errors import InvalidDreamInput
     from managed_agents._webhooks.models import WebhookEventInput
+    from managed_agents._workflows import activity_options as options
     from managed_agents._workflows.base import WEBHOOK_SCOPE, describe_validation_error
 
 #: Unreadable transcript parts fail the dream (or, with ``skip_unreadable_parts``, are listed on it).
@@ -249,44 +248,24 @@ class DreamWorkflow:
             created_at=workflow.now(),
         )
         try:
-            await workflow.execute_local_activity(
-                WEBHOOKS_ENQUEUE,
-                event,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=5),
-            )
+            await workflow.execute_local_activity(WEBHOOKS_ENQUEUE, event, **options.bookkeeping_local())
         except ActivityError as err:  # a webhook must never change how the dream ended
             workflow.logger.warning("dream webhook not enqueued", extra={"error": str(err)})
 
     def _model_call(self) -> dict[str, Any]:
         o = self._params.options if self._params else None
         assert o is not None
-        return {
-            "start_to_close_timeout": timedelta(seconds=o.model_request_timeout_seconds * 20),
-            "heartbeat_timeout": timedelta(seconds=o.heartbeat_timeout_seconds),
-            "retry_policy": RetryPolicy(
-                initial_interval=timedelta(seconds=1),
-                backoff_coefficient=2.0,
-                maximum_interval=timedelta(seconds=60),
-                maximum_attempts=o.max_model_attempts,
-                non_retryable_error_types=["internal_error", "invalid_request_error"],
-            ),
-        }
+        # A stage is many requests (one per transcript part): its clock is 20 requests long.
+        return options.model_call(
+            o.model_request_timeout_seconds * 20,
+            o.heartbeat_timeout_seconds,
+            o.max_model_attempts,
+            non_retryable=["internal_error", "invalid_request_error"],
+        )
 
     def _quick(self) -> dict[str, Any]:
         assert self._params is not None
-        return _store_call(self._params.options.heartbeat_timeout_seconds)
-
-
-def _store_call(heartbeat_timeout_seconds: float) -> dict[str, Any]:
-    """Options of the stages that only read and write the database. They heartbeat (every worker's
-    HeartbeatInterceptor), so a worker lost mid-stage is noticed within the heartbeat timeout, not
-    after the 120 s a slow database may need."""
-    return {
-        "start_to_close_timeout": timedelta(seconds=120),
-        "heartbeat_timeout": timedelta(seconds=heartbeat_timeout_seconds),
-        "retry_policy": RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
-    }
+        return options.store_call(self._params.options.heartbeat_timeout_seconds)
 
 
 class _DreamFailed(Exception):
@@ -331,7 +310,7 @@ class ScheduledDream:
             DREAM_SELECT_SESSIONS,
             SelectSessionsInput(schedule_id=inp.schedule_id, memory_store_id=inp.memory_store_id),
             result_type=SelectSessionsResult,
-            **_store_call(inp.options.heartbeat_timeout_seconds),
+            **options.store_call(inp.options.heartbeat_timeout_seconds),
         )
         if not selected.session_ids:
             since = selected.since.isoformat() if selected.since else "ever"

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         ReadRubricResult,
     )
     from managed_agents._models.session import RequestUsage
+    from managed_agents._workflows import activity_options as options
     from managed_agents._workflows.base import SessionBase, _zero_usage, cancel_unless_done
 
 
@@ -42,9 +43,9 @@ class OutcomesMixin(SessionBase):
                 ),
                 result_type=ReadRubricResult,
                 task_queue=s.sandbox_queue,
-                start_to_close_timeout=timedelta(seconds=60),
-                schedule_to_start_timeout=timedelta(seconds=s.params.options.sandbox_schedule_to_start_seconds),
-                heartbeat_timeout=timedelta(seconds=s.params.options.heartbeat_timeout_seconds),
+                **options.sandbox_call(
+                    60, s.params.options.heartbeat_timeout_seconds, s.params.options.sandbox_schedule_to_start_seconds
+                ),
             )
             if read.content is None:
                 self._end_outcome_without_grading(outcome, read.error or "rubric file unavailable")
@@ -79,9 +80,7 @@ class OutcomesMixin(SessionBase):
             ),
             result_type=DeliverablesManifest,
             task_queue=s.sandbox_queue,
-            start_to_close_timeout=timedelta(seconds=120),
-            schedule_to_start_timeout=timedelta(seconds=opts.sandbox_schedule_to_start_seconds),
-            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_seconds),
+            **options.sandbox_call(120, opts.heartbeat_timeout_seconds, opts.sandbox_schedule_to_start_seconds),
         )
         model = opts.grader_model or s.params.agent_definition.model_id
         grade_input = GradeInput(

@@ -14,7 +14,6 @@ from datetime import timedelta
 from typing import Any, NoReturn
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutType
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
@@ -66,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
     from managed_agents._models.session import SessionCreateParams, SessionObject, SessionStats
     from managed_agents._models.threads import ThreadInput, ThreadReport
     from managed_agents._prompt import order_user_blocks
+    from managed_agents._workflows import activity_options as options
     from managed_agents._workflows.base import (
         InvalidEvents,
         InvalidSessionInput,
@@ -90,7 +90,6 @@ FAST_START_PATCH = "fast-start-v1"
 PROVISION_FAILURE_PATCH = "provision-failure-v1"
 #: sessions started before this patch scheduled each model request after the tool calls it answers
 PIPELINE_PATCH = "pipelined-model-request-v1"
-TOOL_START_TO_CLOSE_SECONDS = 660
 MAX_EVENT_PAGE = 1000
 MAX_UPDATE_BYTES = 1_000_000
 
@@ -342,8 +341,7 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
                 roster=[agent.model_dump(mode="json") for agent in roster.values()],
             ),
             result_type=RegisterSessionResult,
-            start_to_close_timeout=timedelta(seconds=60),
-            heartbeat_timeout=timedelta(seconds=params.options.heartbeat_timeout_seconds),
+            **options.store_call(params.options.heartbeat_timeout_seconds, timeout_seconds=60),
         )
         self._s.agent_ref = registered.agent_ref
         self._s.roster_refs = dict(zip(roster, registered.roster_refs, strict=True))
@@ -362,9 +360,11 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
                 result_type=ProvisionSandboxResult,
                 task_queue=queue,
                 # Downloading memory stores takes longer than creating a folder.
-                start_to_close_timeout=timedelta(seconds=300 if memory else 60),
-                heartbeat_timeout=timedelta(seconds=params.options.heartbeat_timeout_seconds),
-                schedule_to_start_timeout=timedelta(seconds=params.options.sandbox_provision_seconds),
+                **options.sandbox_call(
+                    300 if memory else 60,
+                    params.options.heartbeat_timeout_seconds,
+                    params.options.sandbox_provision_seconds,
+                ),
             )
         except ActivityError as err:
             if isinstance(err.cause, ApplicationError) and err.cause.type == MEMORY_STORE_UNAVAILABLE:
@@ -678,10 +678,10 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
 
     def _start_model_request(self, inp: ModelRequestInput, *, waits_for_tools: bool = False) -> Any:
         self._s.step += 1
-        options = self._model_call_options()
+        call = self._model_call_options()
         if waits_for_tools:  # its clock runs while the tools do
-            options["start_to_close_timeout"] += timedelta(seconds=TOOL_START_TO_CLOSE_SECONDS)
-        return workflow.start_activity(MODEL_REQUEST, inp, result_type=ModelRequestResult, **options)
+            call["start_to_close_timeout"] += timedelta(seconds=options.TOOL_START_TO_CLOSE_SECONDS)
+        return workflow.start_activity(MODEL_REQUEST, inp, result_type=ModelRequestResult, **call)
 
     # --- pipelined model requests ---------------------------------------------------------------------
     #
@@ -879,10 +879,9 @@ class AgentSession(OutcomesMixin, ThreadsMixin):
                 inp,
                 result_type=ToolCallResult,
                 task_queue=s.sandbox_queue,
-                start_to_close_timeout=timedelta(seconds=TOOL_START_TO_CLOSE_SECONDS),
-                schedule_to_start_timeout=timedelta(seconds=opts.sandbox_schedule_to_start_seconds),
-                heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_seconds),
-                retry_policy=RetryPolicy(maximum_attempts=opts.max_tool_attempts),
+                **options.tool_call(
+                    opts.heartbeat_timeout_seconds, opts.sandbox_schedule_to_start_seconds, opts.max_tool_attempts
+                ),
             )
             started.append((event_id_, block, handle))
         if pipeline and len(started) == len(calls):

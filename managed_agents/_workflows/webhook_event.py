@@ -15,10 +15,6 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-#: Every activity here heartbeats (the worker's HeartbeatInterceptor): a worker lost mid-delivery
-#: is noticed within this time, and the POST is retried at once rather than after 60 s.
-HEARTBEAT_TIMEOUT = timedelta(seconds=10)
-
 with workflow.unsafe.imports_passed_through():
     from managed_agents._contract import WEBHOOK_EVENT, WEBHOOKS_DELIVER, WEBHOOKS_FANOUT, WEBHOOKS_GIVE_UP
     from managed_agents._webhooks.models import (
@@ -29,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         GiveUpInput,
         WebhookEventInput,
     )
+    from managed_agents._workflows import activity_options as options
 
 
 @workflow.defn(name=WEBHOOK_EVENT)
@@ -39,8 +36,7 @@ class WebhookEvent:
             WEBHOOKS_FANOUT,
             inp,
             result_type=FanoutResult,
-            start_to_close_timeout=timedelta(seconds=30),
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            **options.webhook_call(30),
         )
         outcomes = await asyncio.gather(*(self._deliver(inp.event_id, t) for t in fanout.targets))
         return dict(zip((t.endpoint_id for t in fanout.targets), outcomes, strict=True))
@@ -56,8 +52,7 @@ class WebhookEvent:
                     max_retry_seconds=target.max_retry_seconds,
                 ),
                 result_type=DeliverResult,
-                start_to_close_timeout=timedelta(seconds=60),
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                **options.webhook_call(60),
                 schedule_to_close_timeout=timedelta(seconds=target.retry_window_seconds),
                 # The activity sets each delay itself (jittered); the policy only bounds the attempts.
                 retry_policy=RetryPolicy(
@@ -71,8 +66,7 @@ class WebhookEvent:
             await workflow.execute_activity(
                 WEBHOOKS_GIVE_UP,
                 GiveUpInput(event_id=event_id, endpoint_id=target.endpoint_id, last_error=str(cause)),
-                start_to_close_timeout=timedelta(seconds=30),
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                **options.webhook_call(30),
             )
             return "gave_up"
         return result.outcome
