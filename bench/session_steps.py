@@ -108,7 +108,7 @@ ENGINE_PACKAGES = ("managed_agents",)
 def snapshot_engine(dest: Path) -> dict[str, Any]:
     """Copy the engine's packages to ``dest`` and import them from there for the whole run.
 
-    The workflow sandbox re-reads ``workflows/session.py`` from disk for every new run (each
+    The workflow sandbox re-reads ``managed_agents/_workflows/session.py`` from disk for every new run (each
     continue-as-new), while the worker keeps the modules it imported at start: code edited during a
     benchmark would otherwise mix two versions of the engine in one session.
     """
