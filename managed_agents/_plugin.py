@@ -106,7 +106,8 @@ class ManagedAgentsPlugin(SimplePlugin):
         self._model_client_factory = model_client_factory
         self._heartbeats = HeartbeatInterceptor()
         self._interceptors = [self._heartbeats, *interceptors]
-        self._resources: Any = None  # _resources.WorkerResources, built when a worker needs them
+        #: agent task queue -> _resources.WorkerResources, built when a worker needs them
+        self._resources: dict[str, Any] = {}
         super().__init__(
             PLUGIN_NAME,
             data_converter=_with_pydantic_payloads,
@@ -170,7 +171,7 @@ class ManagedAgentsPlugin(SimplePlugin):
         resources = self._worker_resources(agent_queue)
         # A client without plugins: the sandbox workers are this plugin's own, and a plugin on the
         # client must not configure them again (the data converter is carried over as it is).
-        config = client.config()
+        config = client.config(active_config=True)
         config["plugins"] = []
         own = Client(**config)
         limit = self.settings.max_concurrent_activities
@@ -198,16 +199,19 @@ class ManagedAgentsPlugin(SimplePlugin):
         return workers
 
     def _worker_resources(self, agent_queue: str) -> Any:
+        """One set per task queue of sessions (the sandbox routes tool calls by it), sharing one store:
+        a client with the plugin may build workers on several queues."""
         from managed_agents._resources import WorkerResources
 
-        if self._resources is None:
-            self._resources = WorkerResources(self.settings, agent_queue, self._model_client_factory)
-        elif self._resources.agent_queue != agent_queue:
-            raise ValueError(
-                f"one ManagedAgentsPlugin serves one task queue of sessions ({self._resources.agent_queue!r}); "
-                f"use another plugin instance for {agent_queue!r}"
+        if agent_queue not in self._resources:
+            first = next(iter(self._resources.values()), None)
+            self._resources[agent_queue] = WorkerResources(
+                self.settings,
+                agent_queue,
+                self._model_client_factory,
+                store=first.store if first else None,
             )
-        return self._resources
+        return self._resources[agent_queue]
 
     # --- replayer ----------------------------------------------------------------------------------
 

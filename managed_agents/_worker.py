@@ -47,7 +47,9 @@ def build_workers(
     """
     plugin = ManagedAgentsPlugin(settings, model_client_factory=client_factory, interceptors=interceptors)
     if store is not None:  # shared with the caller (the testing harness reads it)
-        plugin._resources = WorkerResources(settings, settings.task_queue, client_factory, store=store)
+        plugin._resources[settings.task_queue] = WorkerResources(
+            settings, settings.task_queue, client_factory, store=store
+        )
     brain = "brain" in settings.roles
     return [
         Worker(

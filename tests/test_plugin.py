@@ -251,3 +251,44 @@ async def test_a_mistyped_session_body_fails_the_callers_workflow_naming_the_fie
     cause = failed.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == "invalid_request_error", cause
     assert cause.non_retryable and "agent.model" in cause.message, cause.message
+
+
+# The SDK warns when a pydantic model goes through its default converter: every worker the plugin
+# starts must carry the client's pydantic converter.
+@pytest.mark.filterwarnings("error::UserWarning")
+async def test_the_plugin_on_a_client_serves_workers_on_two_queues(
+    temporal_env: Any, mock_claude: MockClaude, tmp_path: Path
+) -> None:
+    """Registered once, on the client: every worker built from it gets the plugin, each on its own
+    queue with its own sandbox queues, sharing one store."""
+    import anthropic
+    from temporalio.worker import Worker
+
+    from tests.helpers import marker, session_input
+
+    settings = ManagedAgentsSettings(data_dir=tmp_path / "data", sandbox_id="shared-host")
+    model = anthropic.AsyncAnthropic(api_key="mock", base_url=mock_claude.base_url, max_retries=0)
+    plugin = ManagedAgentsPlugin(settings, model_client_factory=lambda _m: model)
+    client = await Client.connect(
+        temporal_env.client.service_client.config.target_host,
+        namespace=temporal_env.client.namespace,
+        plugins=[plugin],
+    )
+    queues = [f"team-a-{uuid.uuid4().hex[:6]}", f"team-b-{uuid.uuid4().hex[:6]}"]
+    workers = [Worker(client, task_queue=q) for q in queues]  # nothing registered by hand
+    async with workers[0], workers[1]:
+        for queue in queues:
+            m = marker()
+            mock_claude.script_for(
+                m, Turn.tool_use("bash", {"command": f"echo on {queue}"}), Turn.text(f"done on {queue}")
+            )
+            handle = await SessionClient(client, queue).create(session_input(f"{m} go"))
+            result = await handle.result()
+            assert result.final_message == f"done on {queue}"
+            outputs = [
+                e.model_extra["content"][0]["text"] for e in await handle.events() if e.type == "agent.tool_result"
+            ]
+            assert outputs == [f"on {queue}\n"], outputs
+            ran = await who_ran(temporal_env, handle.id)
+            assert "managed_agents.tool.bash" in ran
+    assert (tmp_path / "data" / "sessions.db").exists(), "one store in the settings' data directory"
