@@ -118,6 +118,8 @@ class ManagedAgentsPlugin(SimplePlugin):
     # --- worker ------------------------------------------------------------------------------------
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
+        if any(isinstance(p, ManagedAgentsPlugin) and p is not self for p in config.get("plugins") or []):
+            return config  # this is the client's instance, and the worker has its own: that one configures it
         config = super().configure_worker(config)
         queue = config.get("task_queue")
         if not queue:

@@ -292,3 +292,44 @@ async def test_the_plugin_on_a_client_serves_workers_on_two_queues(
             ran = await who_ran(temporal_env, handle.id)
             assert "managed_agents.tool.bash" in ran
     assert (tmp_path / "data" / "sessions.db").exists(), "one store in the settings' data directory"
+
+
+async def test_a_worker_level_plugin_takes_over_from_the_clients(
+    temporal_env: Any, mock_claude: MockClaude, tmp_path: Path
+) -> None:
+    """On the client (both roles) and on a worker (brain only): the worker's settings win, nothing
+    is registered twice, and the client's instance starts no sandbox workers for it."""
+    import anthropic
+    from temporalio.worker import Worker
+
+    from tests.helpers import marker, session_input
+
+    model = anthropic.AsyncAnthropic(api_key="mock", base_url=mock_claude.base_url, max_retries=0)
+    on_client = ManagedAgentsPlugin(
+        ManagedAgentsSettings(data_dir=tmp_path / "client-data"), model_client_factory=lambda _m: model
+    )
+    on_worker = ManagedAgentsPlugin(
+        ManagedAgentsSettings(data_dir=tmp_path / "worker-data", roles={"brain"}), model_client_factory=lambda _m: model
+    )
+    client = await Client.connect(
+        temporal_env.client.service_client.config.target_host,
+        namespace=temporal_env.client.namespace,
+        plugins=[on_client],
+    )
+    queue = f"takeover-{uuid.uuid4().hex[:6]}"
+    worker = Worker(client, task_queue=queue, plugins=[on_worker])
+    config = worker.config(active_config=True)
+    names = [a.__temporal_activity_definition.name for a in config["activities"]]  # type: ignore[attr-defined]
+    assert len(names) == len(set(names)) and "managed_agents.model_request" in names
+    assert on_worker._heartbeats in config["interceptors"] and on_client._heartbeats not in config["interceptors"]
+    m = marker()
+    mock_claude.script_for(m, Turn.text("no tools needed"))
+    async with worker:
+        handle = await SessionClient(client, queue).create(
+            session_input(f"{m} go", options={"sandbox_provision_seconds": 2})
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    # Brain only: nobody prepared the workspace (the client's instance started no sandbox worker).
+    assert "SandboxUnavailable" in str(failed.value.cause) or "sandbox" in str(failed.value.cause), failed.value.cause
+    assert (tmp_path / "worker-data" / "sessions.db").exists() and not (tmp_path / "client-data").exists()
