@@ -61,9 +61,8 @@ ACTIVITY_PREFIX = "managed_agents."
 
 #: Modules the workflow sandbox shares across workflow runs instead of re-importing them for each:
 #: the third-party packages workflow code uses, and this package's pure type modules (pydantic
-#: models, names and errors: no I/O, no mutable module state). The workflow modules themselves
-#: are not passed through: the sandbox re-imports them and checks what they do.
-PASSTHROUGH_MODULES = (
+#: models, names and errors: no I/O, no mutable module state).
+TYPE_PASSTHROUGH_MODULES = (
     "pydantic",
     "pydantic_core",
     "annotated_types",
@@ -73,6 +72,20 @@ PASSTHROUGH_MODULES = (
     "managed_agents._models",
     "managed_agents._dreams.models",
     "managed_agents._webhooks.models",
+)
+#: ... and, unless ``strict_workflow_sandbox``, the workflow code and the pure helpers it calls
+#: (tests/test_workflow_purity.py proves none of them imports an I/O module). Re-imported into the
+#: sandbox for every run, they cost ~18 ms of CPU per new workflow run and their sandboxed calls
+#: ~3 ms per step (bench/session_steps.py). The strict mode re-imports them, so the sandbox also
+#: checks what they call at run time; the test suite runs sessions that way.
+PASSTHROUGH_MODULES = (
+    *TYPE_PASSTHROUGH_MODULES,
+    "managed_agents._workflows",
+    "managed_agents._prompt",
+    "managed_agents._grader",
+    "managed_agents._coordination",
+    "managed_agents._content_hash",
+    "managed_agents._pricing",
 )
 
 # The SDK warns when one plugin type is on a client and a worker built from it ("it may run
@@ -111,7 +124,7 @@ class ManagedAgentsPlugin(SimplePlugin):
         super().__init__(
             PLUGIN_NAME,
             data_converter=_with_pydantic_payloads,
-            workflow_runner=_with_passthrough,
+            workflow_runner=self._with_passthrough,
             workflow_failure_exception_types=list(WORKFLOW_FAILURES),
         )
 
@@ -215,6 +228,14 @@ class ManagedAgentsPlugin(SimplePlugin):
             )
         return self._resources[agent_queue]
 
+    def _with_passthrough(self, existing: WorkflowRunner | None) -> WorkflowRunner:
+        if existing is None:
+            existing = SandboxedWorkflowRunner()
+        if not isinstance(existing, SandboxedWorkflowRunner):
+            return existing  # an unsandboxed runner needs no passthrough
+        modules = TYPE_PASSTHROUGH_MODULES if self.settings.strict_workflow_sandbox else PASSTHROUGH_MODULES
+        return dataclasses.replace(existing, restrictions=existing.restrictions.with_passthrough_modules(*modules))
+
     # --- replayer ----------------------------------------------------------------------------------
 
     def configure_replayer(self, config: ReplayerConfig) -> ReplayerConfig:
@@ -243,14 +264,4 @@ def _with_pydantic_payloads(
     raise TypeError(
         f"ManagedAgentsPlugin needs pydantic payloads (temporalio.contrib.pydantic), but the client's data "
         f"converter uses {payloads.__module__}.{payloads.__qualname__}: build it on PydanticPayloadConverter"
-    )
-
-
-def _with_passthrough(existing: WorkflowRunner | None) -> WorkflowRunner:
-    if existing is None:
-        existing = SandboxedWorkflowRunner()
-    if not isinstance(existing, SandboxedWorkflowRunner):
-        return existing  # an unsandboxed runner needs no passthrough
-    return dataclasses.replace(
-        existing, restrictions=existing.restrictions.with_passthrough_modules(*PASSTHROUGH_MODULES)
     )

@@ -52,6 +52,11 @@ class ManagedAgentsSettings(BaseSettings):
         None, description="Where session workspaces live (default: data_dir/workspaces)"
     )
     sandbox_id: str = Field(default_factory=lambda: socket.gethostname(), min_length=1, max_length=100)
+    strict_workflow_sandbox: bool = Field(
+        False,
+        description="Re-import the workflow code into Temporal's sandbox for every workflow run, so the sandbox "
+        "checks what it calls (slower); by default only its pure modules are shared across runs",
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
     max_concurrent_activities: int = Field(100, ge=1)

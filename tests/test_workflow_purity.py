@@ -269,6 +269,7 @@ def test_plugin_passes_through_only_pure_modules() -> None:
     """The plugin's own passthrough list (what a real worker shares across workflow runs) holds
     third-party modules and pure project modules only."""
     plugin = pytest.importorskip("managed_agents._plugin")
+    assert set(plugin.TYPE_PASSTHROUGH_MODULES) <= set(plugin.PASSTHROUGH_MODULES)
     passthrough = plugin.PASSTHROUGH_MODULES
     io = sorted(m for m in passthrough if _covered(m, IO_MODULES))
     assert not io, f"the plugin passes I/O modules through to the workflow sandbox: {io}"
@@ -289,7 +290,8 @@ async def narrow_harness(
     from managed_agents._plugin import ManagedAgentsPlugin
 
     h = Harness(temporal_env.client, settings, mock_claude)
-    plugin = ManagedAgentsPlugin(settings, model_client_factory=h.client_factory())
+    strict = settings.model_copy(update={"strict_workflow_sandbox": True})
+    plugin = ManagedAgentsPlugin(strict, model_client_factory=h.client_factory())
     worker = Worker(
         temporal_env.client, task_queue=settings.task_queue, plugins=[plugin], workflow_runner=_narrow_runner()
     )
