@@ -17,8 +17,6 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from managed_agents._contract import DEFAULT_TASK_QUEUE
-from managed_agents._contract import sandbox_private_queue as sandbox_private_queue  # re-exported
-from managed_agents._contract import sandbox_shared_queue as sandbox_shared_queue  # re-exported
 
 if TYPE_CHECKING:
     from managed_agents._sandbox.isolation import SandboxPolicy

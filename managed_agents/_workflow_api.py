@@ -57,11 +57,12 @@ class SessionChildHandle:
         workflow cannot send another workflow an update, so they go as a signal; one the session
         still refuses (answering a call that is not pending, say) becomes a ``session.error`` event.
         """
+        payload = [dict(e) for e in events]
         try:
-            INBOUND_EVENTS.validate_python([dict(e) for e in events])
+            INBOUND_EVENTS.validate_python(payload)
         except ValidationError as err:
             raise InvalidEvents(describe_validation_error(err, "events.")) from None
-        await self._handle.signal(USER_EVENTS_SIGNAL, [dict(e) for e in events])
+        await self._handle.signal(USER_EVENTS_SIGNAL, payload)
 
     async def send_message(self, text: str) -> None:
         await self.send({"type": "user.message", "content": [{"type": "text", "text": text}]})

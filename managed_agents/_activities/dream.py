@@ -16,7 +16,6 @@ from pydantic import ValidationError
 from temporalio import activity
 
 from managed_agents._activities.forced_tool import ForcedToolAnswer, call_forced_tool, validation_problems
-from managed_agents._activities.heartbeat import heartbeating
 from managed_agents._activities.model import ModelClientFactory
 from managed_agents._contract import (
     DREAM_CONSOLIDATE,
@@ -137,8 +136,8 @@ class DreamActivities:
         if done is not None:
             return ExtractResult.model_validate({**done["result"], "reused": True})
         bound = log.bind(dream_id=inp.dream_id, session_id=inp.session_id, activity="dream.extract")
-        async with heartbeating("reading transcript"):
-            chunks = await asyncio.to_thread(self._chunks, inp)
+        activity.heartbeat("reading transcript")  # details; the worker's interceptor keeps beating
+        chunks = await asyncio.to_thread(self._chunks, inp)
         client = self.provider.client(inp.model)
         result = ExtractResult(chunks=len(chunks))
         observations: list[dict[str, Any]] = []

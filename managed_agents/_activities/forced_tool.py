@@ -14,7 +14,6 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
-from managed_agents._activities.heartbeat import heartbeating
 from managed_agents._providers import ModelClient
 from managed_agents._retry import classify_model_error
 
@@ -63,16 +62,15 @@ async def call_forced_tool(
     messages: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
     for _ in range(max_answers):
         try:
-            async with heartbeating():
-                request: dict[str, Any] = {
-                    "model": model,
-                    "max_tokens": max_tokens,
-                    "system": system,
-                    "tools": [tool],
-                    "tool_choice": {"type": "tool", "name": name},
-                    "messages": messages,
-                }
-                response = await client.messages.create(**request)
+            request: dict[str, Any] = {
+                "model": model,
+                "max_tokens": max_tokens,
+                "system": system,
+                "tools": [tool],
+                "tool_choice": {"type": "tool", "name": name},
+                "messages": messages,
+            }
+            response = await client.messages.create(**request)
         except Exception as err:
             failure = classify_model_error(err)
             if failure.non_retryable:

@@ -10,7 +10,6 @@ import anthropic
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from managed_agents._activities.heartbeat import heartbeating
 from managed_agents._contract import MODEL_REQUEST, REGISTER_SESSION
 from managed_agents._logging import get_logger
 from managed_agents._models.activity_io import (
@@ -80,7 +79,8 @@ class ModelActivities:
         request["model"] = self.provider.model_id(request["model"])
         bound.info("model request", model=inp.model, model_id=request["model"], messages=length)
         try:
-            async with heartbeating(), self.provider.client(inp.model).messages.stream(**request) as stream:
+            # Heartbeats: the worker's HeartbeatInterceptor, for the whole activity.
+            async with self.provider.client(inp.model).messages.stream(**request) as stream:
                 async for _event in stream:
                     pass
                 message = await stream.get_final_message()
@@ -121,21 +121,20 @@ class ModelActivities:
         """Wait until the results of a pipelined request's tool calls are stored; which attempt
         wrote each. A sandbox in this process wakes the wait the moment it stores one; a sandbox
         elsewhere is seen by polling the store. The workflow cancels the wait if a tool call fails
-        (heartbeats carry the cancellation)."""
+        (the worker's heartbeats carry the cancellation)."""
         delay = FIRST_POLL_SECONDS
-        async with heartbeating():
-            with self.store.tool_result_waiter(session_id) as stored:
-                while True:
-                    found = self.store.held_tool_result_attempts(session_id, tool_use_ids)
-                    missing = [i for i in tool_use_ids if i not in found]
-                    if missing:
-                        found |= await self.store.call(self.store.stored_tool_result_attempts, session_id, missing)
-                    if len(found) == len(tool_use_ids):
-                        return found
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stored.wait(), delay)
-                    stored.clear()
-                    delay = min(delay * 2, MAX_POLL_SECONDS)
+        with self.store.tool_result_waiter(session_id) as stored:
+            while True:
+                found = self.store.held_tool_result_attempts(session_id, tool_use_ids)
+                missing = [i for i in tool_use_ids if i not in found]
+                if missing:
+                    found |= await self.store.call(self.store.stored_tool_result_attempts, session_id, missing)
+                if len(found) == len(tool_use_ids):
+                    return found
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stored.wait(), delay)
+                stored.clear()
+                delay = min(delay * 2, MAX_POLL_SECONDS)
 
     async def _agent(self, ref: str, inline: dict[str, Any] | None) -> AgentDefinition:
         # Held only once it is in the store (read from it, or written here): a later request that

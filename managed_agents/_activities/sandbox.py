@@ -21,8 +21,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from managed_agents._activities.heartbeat import heartbeating
-from managed_agents._contract import SANDBOX_PROVISION, tool_activity
+from managed_agents._contract import SANDBOX_PROVISION, sandbox_private_queue, tool_activity
 from managed_agents._logging import get_logger
 from managed_agents._memory import MemoryService
 from managed_agents._models.activity_io import (
@@ -38,7 +37,6 @@ from managed_agents._sandbox.memory_mounts import WRITING_TOOLS, MemoryManifest,
 from managed_agents._sandbox.paths import resolve_in_workspace, workspace_root
 from managed_agents._sandbox.tools import TOOL_NAMES, ToolLimits, ToolOutcome, run_tool
 from managed_agents._sandbox.write_guard import WriteGuard
-from managed_agents._settings import sandbox_private_queue
 from managed_agents._store import SessionStore
 
 log = get_logger("managed_agents.sandbox")
@@ -250,9 +248,9 @@ class SandboxActivities:
         sync = self.memory_sync
         root = Path(workspace_root(workspace))
         lock = self._memory_locks.setdefault(workspace_id, asyncio.Lock())
-        # Heartbeat while waiting and syncing: a large store takes a while, and a heartbeat timeout
-        # would retry the whole tool call.
-        async with heartbeating(), lock:
+        # A large store takes a while to sync: the worker's HeartbeatInterceptor keeps the tool
+        # call's attempt alive meanwhile.
+        async with lock:
             # Re-read under the lock: another call of this workspace may have synced meanwhile.
             current = await asyncio.to_thread(sync.load, workspace_id) or manifest
             before = current.model_dump_json()
